@@ -1,0 +1,186 @@
+"""The one definition of the xasflow spectrum dataset: dims, coords, variables and units.
+
+A dataset holds ``n_spectrum`` simulated site spectra on one common energy grid.
+
+Dimensions
+----------
+``spectrum``  one absorbing site in one MD snapshot
+``energy``    energy relative to the edge energy E0 of each spectrum, eV
+``r``         radial grid of the partial RDF, Angstrom
+
+Coordinates on ``spectrum``: ``system`` (str), ``frame`` (int), ``site`` (int, atom index in
+the snapshot), ``absorber`` (str, element symbol).
+
+Data variables
+--------------
+``mu``                   (spectrum, energy) normalized absorption, dimensionless
+``e0``                   (spectrum,) absolute edge energy of the spectrum, eV
+``coordination_number``  (spectrum,) first-shell coordination number of the absorber
+``rdf``                  (spectrum, r) partial RDF g(r) around the absorber
+``surface``              (spectrum,) 1 where the absorber is a surface atom, else 0
+
+``validate`` is called by the writer before writing and by every reader after opening, so a
+store produced by another version or edited by hand fails early with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    dims: tuple[str, ...]
+    units: str
+    description: str
+    kind: str  # numpy dtype kind accepted: "f" float, "i" int, "U"/"O" string
+
+
+COORDS: dict[str, VariableSpec] = {
+    "energy": VariableSpec(("energy",), "eV", "energy relative to the edge energy E0", "f"),
+    "r": VariableSpec(("r",), "Angstrom", "radial distance of the RDF grid", "f"),
+    "system": VariableSpec(("spectrum",), "", "structure model name from config", "U"),
+    "frame": VariableSpec(("spectrum",), "", "MD snapshot index", "i"),
+    "site": VariableSpec(("spectrum",), "", "absorbing atom index in the snapshot", "i"),
+    "absorber": VariableSpec(("spectrum",), "", "element symbol of the absorber", "U"),
+}
+
+DATA_VARS: dict[str, VariableSpec] = {
+    "mu": VariableSpec(("spectrum", "energy"), "", "normalized absorption mu(E)", "f"),
+    "e0": VariableSpec(("spectrum",), "eV", "absolute edge energy (max of dmu/dE)", "f"),
+    "coordination_number": VariableSpec(
+        ("spectrum",), "", "first-shell coordination number of the absorber", "f"
+    ),
+    "rdf": VariableSpec(("spectrum", "r"), "", "partial radial distribution g(r) around absorber", "f"),
+    "surface": VariableSpec(("spectrum",), "", "1 if the absorber is a surface atom", "i"),
+}
+
+REQUIRED_ATTRS = ("schema_version", "xasflow_version", "config_hash", "provenance")
+
+
+class DatasetSchemaError(ValueError):
+    """A dataset does not follow the xasflow schema."""
+
+
+def _kind_ok(values: np.ndarray, kind: str) -> bool:
+    if kind == "U":
+        return values.dtype.kind in ("U", "O", "T")
+    if kind == "i":
+        return values.dtype.kind in ("i", "u")
+    return values.dtype.kind == kind
+
+
+def validate(dataset: xr.Dataset, source: str | Path = "<memory>") -> xr.Dataset:
+    """Check ``dataset`` against the schema; return it unchanged or raise ``DatasetSchemaError``.
+
+    ``source`` names the file in error messages.
+    """
+    for table in (COORDS, DATA_VARS):
+        for name, spec in table.items():
+            if name not in dataset.variables:
+                raise DatasetSchemaError(f"{source}: variable '{name}' is missing")
+            variable = dataset[name]
+            if tuple(variable.dims) != spec.dims:
+                raise DatasetSchemaError(
+                    f"{source}: variable '{name}' has dims {tuple(variable.dims)}, expected {spec.dims}"
+                )
+            if not _kind_ok(variable.values, spec.kind):
+                raise DatasetSchemaError(
+                    f"{source}: variable '{name}' has dtype {variable.dtype}, expected kind '{spec.kind}'"
+                )
+    if dataset.sizes.get("spectrum", 0) == 0:
+        raise DatasetSchemaError(f"{source}: dataset holds no spectra")
+    energy = dataset["energy"].values
+    if energy.size < 2 or np.any(np.diff(energy) <= 0):
+        raise DatasetSchemaError(f"{source}: energy grid must be strictly increasing")
+    if not np.all(np.isfinite(dataset["mu"].values)):
+        raise DatasetSchemaError(f"{source}: 'mu' holds NaN or inf")
+    for attr in REQUIRED_ATTRS:
+        if attr not in dataset.attrs:
+            raise DatasetSchemaError(f"{source}: attribute '{attr}' is missing")
+    if int(dataset.attrs["schema_version"]) != SCHEMA_VERSION:
+        raise DatasetSchemaError(
+            f"{source}: schema_version {dataset.attrs['schema_version']}, expected {SCHEMA_VERSION}"
+        )
+    return dataset
+
+
+def build_dataset(
+    *,
+    energy: np.ndarray,
+    r: np.ndarray,
+    mu: np.ndarray,
+    e0: np.ndarray,
+    coordination_number: np.ndarray,
+    rdf: np.ndarray,
+    surface: np.ndarray,
+    system: list[str],
+    frame: np.ndarray,
+    site: np.ndarray,
+    absorber: list[str],
+    attrs: dict,
+) -> xr.Dataset:
+    """Assemble a schema-conforming dataset from plain arrays (shapes as in the module doc)."""
+    coords = {
+        "energy": ("energy", np.asarray(energy, dtype=np.float64)),
+        "r": ("r", np.asarray(r, dtype=np.float64)),
+        "system": ("spectrum", np.asarray(system, dtype=str).astype(object)),
+        "frame": ("spectrum", np.asarray(frame, dtype=np.int64)),
+        "site": ("spectrum", np.asarray(site, dtype=np.int64)),
+        "absorber": ("spectrum", np.asarray(absorber, dtype=str).astype(object)),
+    }
+    data_vars = {
+        "mu": (("spectrum", "energy"), np.asarray(mu, dtype=np.float32)),
+        "e0": ("spectrum", np.asarray(e0, dtype=np.float64)),
+        "coordination_number": ("spectrum", np.asarray(coordination_number, dtype=np.float32)),
+        "rdf": (("spectrum", "r"), np.asarray(rdf, dtype=np.float32)),
+        "surface": ("spectrum", np.asarray(surface, dtype=np.int8)),
+    }
+    dataset = xr.Dataset(data_vars=data_vars, coords=coords)
+    for name, spec in {**COORDS, **DATA_VARS}.items():
+        dataset[name].attrs.update(units=spec.units, description=spec.description)
+    dataset.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
+    if not isinstance(dataset.attrs.get("provenance"), str):
+        dataset.attrs["provenance"] = json.dumps(dataset.attrs.get("provenance", {}), sort_keys=True)
+    return validate(dataset)
+
+
+def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
+    """Validate and write ``dataset`` to a zarr store at ``path`` (replaced atomically)."""
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    validate(dataset, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+    store = staging / path.name
+    # zarr v3 has no fixed-width string type: store strings as variable-length
+    encoded = dataset.copy()
+    for name in ("system", "absorber"):
+        encoded[name] = encoded[name].astype(str).astype(object)
+    encoded.to_zarr(store, mode="w", consolidated=False, zarr_format=3)
+    if path.exists():
+        shutil.rmtree(path)
+    store.rename(path)
+    staging.rmdir()
+    return path
+
+
+def open_dataset(path: str | Path) -> xr.Dataset:
+    """Open a zarr store written by ``write_dataset``, load it into memory and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetSchemaError(f"{path}: dataset does not exist")
+    try:
+        dataset = xr.open_zarr(path, consolidated=False).load()
+    except Exception as error:  # zarr raises many types for a damaged store
+        raise DatasetSchemaError(f"{path}: cannot be read as zarr ({error})") from error
+    return validate(dataset, path)
