@@ -1,0 +1,147 @@
+"""Study configuration: load, validate against the JSON schema, fill defaults.
+
+The schema lives in ``workflow/schemas/config.schema.yaml``: one place for every key, its type,
+its default and its meaning. Snakemake (rules/common.smk) and the CLI both validate with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The study configuration is invalid; the message names the key."""
+
+
+# xasflow is installed editable from its repository (make run / make test do so), so the
+# package finds the workflow's schema beside it.
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def _with_defaults(validator_class):
+    """A validator class that also fills ``default`` values into the instance it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(part) for part in error.absolute_path]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - allowed)
+        if unknown:
+            parts.append(unknown[0])
+            valid = ", ".join(sorted(allowed)) or "(none)"
+            return f"config key '{'.'.join(parts)}' is not a known key (valid here: {valid})"
+    location = ".".join(parts) or "(top level)"
+    return f"config key '{location}': {error.message}"
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Return a validated copy of ``config`` with every default filled in.
+
+    Raises ``ConfigError`` with a one-line message naming the offending key.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: a study configuration must be a mapping, got {type(config).__name__}")
+    filled = copy.deepcopy(config)
+    validator = _Validator(load_schema())
+    errors = sorted(validator.iter_errors(filled), key=lambda error: list(error.absolute_path))
+    if errors:
+        raise ConfigError(f"{source}: {_key_path(errors[0])}")
+    for name, system in filled["systems"].items():
+        _check_system(name, system, source)
+    _check_cross_references(filled, source)
+    return filled
+
+
+def _check_system(name: str, system: dict, source: str) -> None:
+    if system["kind"] == "nanoparticle":
+        for key in ("shape", "shells"):
+            if key not in system:
+                raise ConfigError(f"{source}: config key 'systems.{name}.{key}' is required for a nanoparticle")
+
+
+def _check_cross_references(config: dict, source: str) -> None:
+    systems = set(config["systems"])
+    training = config["training"]
+    for split in ("val_systems", "test_systems"):
+        for name in training[split]:
+            if name not in systems:
+                raise ConfigError(
+                    f"{source}: config key 'training.{split}' names '{name}', which is not in systems "
+                    f"({', '.join(sorted(systems))})"
+                )
+    pseudo = config["inference"].get("pseudo_experiment")
+    if pseudo:
+        held_out = pseudo.get("system")
+        if held_out not in systems:
+            raise ConfigError(
+                f"{source}: config key 'inference.pseudo_experiment.system' names '{held_out}', "
+                f"which is not in systems ({', '.join(sorted(systems))})"
+            )
+        if held_out in training["val_systems"] or held_out in training["test_systems"]:
+            raise ConfigError(
+                f"{source}: config key 'inference.pseudo_experiment.system': '{held_out}' must be held out, "
+                "not in training.val_systems or training.test_systems"
+            )
+    if not any(system["element"] == config["absorber"] for system in config["systems"].values()):
+        raise ConfigError(f"{source}: config key 'absorber': no system contains element '{config['absorber']}'")
+    spectra = config["spectra"]
+    if spectra["fms_radius"] > spectra["cluster_radius"]:
+        raise ConfigError(
+            f"{source}: config key 'spectra.fms_radius' ({spectra['fms_radius']}) exceeds "
+            f"spectra.cluster_radius ({spectra['cluster_radius']})"
+        )
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML study configuration and validate it (``ConfigError`` names file and key)."""
+    path = Path(path)
+    try:
+        with open(path) as handle:
+            raw = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    return validate_config(raw, source=str(path))
+
+
+def config_hash(section: Any) -> str:
+    """Stable short hash of any JSON-serialisable part of the configuration."""
+    return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sites_for(config: dict, system: str) -> int:
+    """Number of absorbing sites requested for ``system``."""
+    return int(config["systems"][system].get("n_sites", config["sampling"]["sites_per_system"]))
+
+
+def batches_for(config: dict, system: str) -> int:
+    """Number of spectrum batches (Snakemake jobs) for ``system``."""
+    batch_size = config["spectra"]["batch_size"]
+    return -(-sites_for(config, system) // batch_size)

@@ -1,0 +1,91 @@
+"""One Snakemake job = one batch of sites of one system.
+
+Outputs in the batch directory: ``results.csv`` (one row per requested site, ``status`` ok or
+failed with its ``reason`` and FEFF directory) and ``spectra.npz`` (the successful spectra).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from xasflow.spectra.feff import FeffParams, cut_cluster, run_site
+from xasflow.structures.pipeline import read_snapshots
+from xasflow.structures.sampling import read_manifest
+
+logger = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ("system", "frame", "site", "element", "status", "reason", "feff_seconds", "wall_seconds", "directory")
+
+
+def site_directory(batch_dir: Path, frame: int, site: int, element: str) -> Path:
+    return batch_dir / f"{frame:03d}_{site:04d}_{element}"
+
+
+def run_batch(
+    manifest_path: str | Path,
+    snapshots_path: str | Path,
+    batch: int,
+    params: FeffParams,
+    out_dir: str | Path,
+) -> dict[str, int]:
+    """Compute every site of ``batch`` listed in the manifest; return counts of ok/failed."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sites = [choice for choice in read_manifest(manifest_path) if choice.batch == batch]
+    if not sites:
+        raise ValueError(f"{manifest_path}: batch {batch} lists no sites")
+    snapshots = read_snapshots(snapshots_path)
+    rows, arrays = [], {}
+    for number, choice in enumerate(sites):
+        if choice.frame >= len(snapshots):
+            raise ValueError(f"{manifest_path}: frame {choice.frame} not in {snapshots_path} ({len(snapshots)} frames)")
+        cluster = cut_cluster(snapshots[choice.frame], choice.site, params.cluster_radius)
+        title = f"{choice.system} frame {choice.frame} site {choice.site} {choice.element}"
+        directory = site_directory(out_dir, choice.frame, choice.site, choice.element)
+        result = run_site(cluster, params, directory, title)
+        logger.info("%s: %s in %.1f s", title, result.status, result.wall_seconds)
+        rows.append(
+            {
+                "system": choice.system,
+                "frame": choice.frame,
+                "site": choice.site,
+                "element": choice.element,
+                "status": result.status,
+                "reason": result.reason,
+                "feff_seconds": f"{result.feff_seconds:.3f}",
+                "wall_seconds": f"{result.wall_seconds:.3f}",
+                "directory": str(directory.relative_to(out_dir)),
+            }
+        )
+        if result.status == "ok":
+            arrays[f"energy_{number}"] = result.energy
+            arrays[f"mu_{number}"] = result.mu
+    with open(out_dir / "spectra.npz.partial", "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    (out_dir / "spectra.npz.partial").replace(out_dir / "spectra.npz")
+    with open(out_dir / "results.csv.partial", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "results.csv.partial").replace(out_dir / "results.csv")
+    failed = sum(row["status"] == "failed" for row in rows)
+    return {"requested": len(rows), "succeeded": len(rows) - failed, "failed": failed}
+
+
+def read_batch(batch_dir: str | Path) -> list[dict]:
+    """Rows of ``results.csv``; ok rows carry ``energy`` and ``mu`` arrays from ``spectra.npz``."""
+    batch_dir = Path(batch_dir)
+    with open(batch_dir / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with np.load(batch_dir / "spectra.npz") as data:
+        for number, row in enumerate(rows):
+            row["frame"], row["site"] = int(row["frame"]), int(row["site"])
+            row["directory"] = str(batch_dir / row["directory"])
+            if row["status"] == "ok":
+                row["energy"] = data[f"energy_{number}"]
+                row["mu"] = data[f"mu_{number}"]
+    return rows

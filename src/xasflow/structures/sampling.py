@@ -1,0 +1,111 @@
+"""Choose absorbing sites so that their labels are well spread, reproducibly from a seed."""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_COLUMNS = ("system", "frame", "site", "element", "coordination_number", "surface", "batch")
+
+
+@dataclass(frozen=True)
+class SiteChoice:
+    system: str
+    frame: int
+    site: int
+    element: str
+    coordination_number: int
+    surface: int
+    batch: int
+
+
+def _system_seed(seed: int, system: str) -> int:
+    # crc32 is stable across runs and machines (Python's hash() is salted per process)
+    return seed * 1_000_003 + zlib.crc32(system.encode())
+
+
+def sample_sites(
+    labels: dict[str, np.ndarray],
+    system: str,
+    absorber: str,
+    n_sites: int,
+    strategy: str,
+    seed: int,
+    batch_size: int,
+) -> list[SiteChoice]:
+    """Pick ``n_sites`` (frame, site) pairs of element ``absorber`` from one system's labels.
+
+    ``stratified``: candidates are grouped by coordination number and drawn round-robin over
+    the groups (smallest groups exhausted first), so rare surface sites are as well represented
+    as bulk-like ones. ``uniform``: a plain random draw without replacement, so averages over
+    the chosen sites estimate averages over the whole particle. The same inputs always give the
+    same choice; the result is sorted by (frame, site) and numbered into batches.
+    """
+    candidates = np.flatnonzero(labels["element"] == absorber)
+    if candidates.size == 0:
+        raise ValueError(f"system '{system}' has no {absorber} atoms to use as absorbers")
+    n_sites = min(n_sites, candidates.size)
+    rng = np.random.default_rng(_system_seed(seed, system))
+    if strategy == "uniform":
+        chosen = rng.choice(candidates, size=n_sites, replace=False)
+    elif strategy == "stratified":
+        coordination = labels["coordination_number"][candidates]
+        strata = [rng.permutation(candidates[coordination == value]) for value in np.unique(coordination)]
+        chosen_list: list[int] = []
+        depth = 0
+        while len(chosen_list) < n_sites:
+            for stratum in strata:
+                if depth < stratum.size and len(chosen_list) < n_sites:
+                    chosen_list.append(int(stratum[depth]))
+            depth += 1
+        chosen = np.asarray(chosen_list)
+    else:
+        raise ValueError(f"sampling strategy '{strategy}' is not known; use 'stratified' or 'uniform'")
+    chosen = np.asarray(sorted(chosen, key=lambda row: (labels["frame"][row], labels["site"][row])))
+    return [
+        SiteChoice(
+            system=system,
+            frame=int(labels["frame"][row]),
+            site=int(labels["site"][row]),
+            element=str(labels["element"][row]),
+            coordination_number=int(labels["coordination_number"][row]),
+            surface=int(labels["surface"][row]),
+            batch=position // batch_size,
+        )
+        for position, row in enumerate(chosen)
+    ]
+
+
+def write_manifest(choices: list[SiteChoice], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        for choice in choices:
+            writer.writerow([getattr(choice, column) for column in MANIFEST_COLUMNS])
+    return path
+
+
+def read_manifest(path: str | Path) -> list[SiteChoice]:
+    path = Path(path)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or tuple(reader.fieldnames) != MANIFEST_COLUMNS:
+            raise ValueError(f"{path}: not a site manifest (columns {reader.fieldnames}, expected {MANIFEST_COLUMNS})")
+        return [
+            SiteChoice(
+                system=row["system"],
+                frame=int(row["frame"]),
+                site=int(row["site"]),
+                element=row["element"],
+                coordination_number=int(row["coordination_number"]),
+                surface=int(row["surface"]),
+                batch=int(row["batch"]),
+            )
+            for row in reader
+        ]
