@@ -26,6 +26,9 @@ store produced by another version or edited by hand fails early with a clear mes
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,9 +157,6 @@ def build_dataset(
 
 def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
     """Validate and write ``dataset`` to a zarr store at ``path`` (replaced atomically)."""
-    import shutil
-    import tempfile
-
     path = Path(path)
     validate(dataset, path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,10 @@ def open_dataset(path: str | Path) -> xr.Dataset:
     if not path.exists():
         raise DatasetSchemaError(f"{path}: dataset does not exist")
     try:
-        dataset = xr.open_zarr(path, consolidated=False).load()
+        with warnings.catch_warnings():
+            # Snakemake marks directory() outputs with a .snakemake_timestamp file inside the store
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+            dataset = xr.open_zarr(path, consolidated=False).load()
     except Exception as error:  # zarr raises many types for a damaged store
         raise DatasetSchemaError(f"{path}: cannot be read as zarr ({error})") from error
     return validate(dataset, path)

@@ -1,0 +1,153 @@
+import json
+import sys
+from pathlib import Path
+
+from xasflow.config import ConfigError, batches_for, validate_config
+
+
+try:
+    _validated = validate_config(config, source="config")
+except ConfigError as error:
+    sys.stderr.write(f"xasflow: error: {error}\n")
+    sys.exit(2)
+config.clear()
+config.update(_validated)
+
+RESULTS = config["results_dir"]
+SYSTEMS = sorted(config["systems"])
+MODELS = sorted(config["training"]["models"])
+PSEUDO = config["inference"].get("pseudo_experiment")
+MEASURED = {entry["name"]: entry["path"] for entry in config["inference"]["spectra"]}
+
+
+wildcard_constraints:
+    system="|".join(SYSTEMS),
+    model="|".join(MODELS),
+    batch=r"\d{3}",
+
+
+def _json(section):
+    return json.dumps(section, sort_keys=True)
+
+
+def system_config_json(wildcards):
+    """Only this system's entry: editing another system does not rerun this one."""
+    return _json({"systems": {wildcards.system: config["systems"][wildcards.system]}})
+
+
+def labels_config_json(wildcards):
+    return _json(
+        {"systems": {wildcards.system: config["systems"][wildcards.system]}, "labels": config["labels"]}
+    )
+
+
+def sites_config_json(wildcards):
+    return _json(
+        {
+            "systems": {wildcards.system: config["systems"][wildcards.system]},
+            "absorber": config["absorber"],
+            "sampling": config["sampling"],
+            "spectra": {"batch_size": config["spectra"]["batch_size"]},
+        }
+    )
+
+
+def spectra_config_json(wildcards):
+    return _json({"spectra": config["spectra"]})
+
+
+def dataset_config_json(wildcards):
+    keys = ("study", "absorber", "systems", "labels", "sampling", "spectra", "dataset")
+    return _json({key: config[key] for key in keys})
+
+
+def train_config_json(wildcards):
+    return _json(
+        {
+            "training": {
+                "models": {wildcards.model: config["training"]["models"][wildcards.model]},
+                "val_systems": config["training"]["val_systems"],
+                "test_systems": config["training"]["test_systems"],
+            },
+            "inference": {"pseudo_experiment": PSEUDO},
+        }
+    )
+
+
+def pseudo_config_json(wildcards):
+    return _json({"inference": {"pseudo_experiment": PSEUDO}})
+
+
+def get_batches(wildcards=None):
+    return [
+        f"{RESULTS}/spectra/{system}/batch_{batch:03d}/results.csv"
+        for system in SYSTEMS
+        for batch in range(batches_for(config, system))
+    ]
+
+
+def get_manifests(wildcards=None):
+    return [f"{RESULTS}/sites/{system}.csv" for system in SYSTEMS]
+
+
+def get_labels(wildcards=None):
+    return [f"{RESULTS}/structures/{system}/labels.npz" for system in SYSTEMS]
+
+
+def get_md_records(wildcards=None):
+    return [f"{RESULTS}/structures/{system}/md.json" for system in SYSTEMS]
+
+
+def output_dir(wildcards, output):
+    """Folder of a rule's first output."""
+    return str(Path(output[0]).parent)
+
+
+def batch_number(wildcards):
+    return int(wildcards.batch)
+
+
+def batch_directories(wildcards, input):
+    return " ".join(str(Path(path).parent) for path in input.batches)
+
+
+def labels_arguments(wildcards, input):
+    return " ".join(f"{path.split('/')[-2]}={path}" for path in input.labels)
+
+
+def md_arguments(wildcards, input):
+    return " ".join(f"{path.split('/')[-2]}={path}" for path in input.md)
+
+
+def get_checkpoints(wildcards=None):
+    return [f"{RESULTS}/models/{model}/model.ckpt" for model in MODELS]
+
+
+def get_inference_spectra(wildcards=None):
+    spectra = list(MEASURED.values())
+    if PSEUDO:
+        spectra.append(f"{RESULTS}/inference/pseudo/{PSEUDO['system']}.dat")
+    return spectra
+
+
+def get_truths(wildcards=None):
+    return [f"{RESULTS}/inference/pseudo/{PSEUDO['system']}.truth.json"] if PSEUDO else []
+
+
+def checkpoint_arguments(wildcards, input):
+    return " ".join(f"--checkpoint {path}" for path in input.checkpoints)
+
+
+def truth_arguments(wildcards, input):
+    return " ".join(f"--truth {path}" for path in input.truths)
+
+
+def get_final_outputs():
+    outputs = [
+        f"{RESULTS}/dataset/spectra.zarr",
+        f"{RESULTS}/dataset/summary.json",
+        *[f"{RESULTS}/models/{model}/metrics.json" for model in MODELS],
+    ]
+    if get_inference_spectra():
+        outputs.append(f"{RESULTS}/inference/predictions.csv")
+    return outputs

@@ -1,0 +1,43 @@
+rule pseudo_experiment:
+    input:
+        dataset=f"{RESULTS}/dataset/spectra.zarr",
+    output:
+        spectrum=f"{RESULTS}/inference/pseudo/{{system}}.dat",
+        truth=f"{RESULTS}/inference/pseudo/{{system}}.truth.json",
+    log:
+        f"{RESULTS}/logs/pseudo/{{system}}.log",
+    params:
+        config_json=pseudo_config_json,
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow pseudo-experiment --config-json {params.config_json:q} --dataset {input.dataset} "
+        "--spectrum {output.spectrum} --truth {output.truth} > {log} 2>&1"
+
+
+rule predict:
+    input:
+        checkpoints=get_checkpoints(),
+        spectra=get_inference_spectra(),
+        truths=get_truths(),
+    output:
+        predictions=f"{RESULTS}/inference/predictions.csv",
+        rdf=f"{RESULTS}/inference/predictions_rdf.csv",
+    log:
+        f"{RESULTS}/logs/predict.log",
+    params:
+        checkpoints=checkpoint_arguments,
+        truths=truth_arguments,
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow predict {input.spectra} {params.checkpoints} {params.truths} "
+        "--out {output.predictions} > {log} 2>&1"

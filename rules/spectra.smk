@@ -1,0 +1,22 @@
+rule feff_batch:
+    input:
+        manifest=f"{RESULTS}/sites/{{system}}.csv",
+        snapshots=f"{RESULTS}/structures/{{system}}/snapshots.extxyz",
+    output:
+        results=f"{RESULTS}/spectra/{{system}}/batch_{{batch}}/results.csv",
+        spectra=f"{RESULTS}/spectra/{{system}}/batch_{{batch}}/spectra.npz",
+    log:
+        f"{RESULTS}/logs/spectra/{{system}}/batch_{{batch}}.log",
+    params:
+        config_json=spectra_config_json,
+        out_dir=output_dir,
+        batch=batch_number,
+    threads: 1
+    resources:
+        runtime=120,
+        mem_mb=2000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow spectra run --config-json {params.config_json:q} --manifest {input.manifest} "
+        "--snapshots {input.snapshots} --batch {params.batch} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,58 @@
+rule md:
+    output:
+        snapshots=f"{RESULTS}/structures/{{system}}/snapshots.extxyz",
+        record=f"{RESULTS}/structures/{{system}}/md.json",
+    log:
+        f"{RESULTS}/logs/md/{{system}}.log",
+    params:
+        config_json=system_config_json,
+        out_dir=output_dir,
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=2000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow structures md --config-json {params.config_json:q} --system {wildcards.system} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule labels:
+    input:
+        snapshots=f"{RESULTS}/structures/{{system}}/snapshots.extxyz",
+    output:
+        f"{RESULTS}/structures/{{system}}/labels.npz",
+    log:
+        f"{RESULTS}/logs/labels/{{system}}.log",
+    params:
+        config_json=labels_config_json,
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow structures labels --config-json {params.config_json:q} --system {wildcards.system} "
+        "--snapshots {input.snapshots} --out {output} > {log} 2>&1"
+
+
+rule sites:
+    input:
+        labels=f"{RESULTS}/structures/{{system}}/labels.npz",
+    output:
+        f"{RESULTS}/sites/{{system}}.csv",
+    log:
+        f"{RESULTS}/logs/sites/{{system}}.log",
+    params:
+        config_json=sites_config_json,
+    threads: 1
+    resources:
+        runtime=5,
+        mem_mb=1000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow structures sites --config-json {params.config_json:q} --system {wildcards.system} "
+        "--labels {input.labels} --out {output} > {log} 2>&1"

@@ -1,0 +1,22 @@
+rule train:
+    input:
+        dataset=f"{RESULTS}/dataset/spectra.zarr",
+    output:
+        checkpoint=f"{RESULTS}/models/{{model}}/model.ckpt",
+        metrics=f"{RESULTS}/models/{{model}}/metrics.json",
+        parity=report(f"{RESULTS}/models/{{model}}/parity.png", caption="../workflow/report/parity.rst", category="Models"),
+        loss=report(f"{RESULTS}/models/{{model}}/loss.png", caption="../workflow/report/loss.rst", category="Models"),
+    log:
+        f"{RESULTS}/logs/train/{{model}}.log",
+    params:
+        config_json=train_config_json,
+        out_dir=output_dir,
+    threads: 2
+    resources:
+        runtime=120,
+        mem_mb=8000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} xasflow train --config-json {params.config_json:q} --model {wildcards.model} "
+        "--dataset {input.dataset} --out-dir {params.out_dir} > {log} 2>&1"

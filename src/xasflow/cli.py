@@ -1,0 +1,253 @@
+"""Command line: one subcommand per workflow rule. Logging is configured here and only here.
+
+Configuration reaches a subcommand either as ``--config FILE`` (validated in full) or, from the
+Snakemake rules, as ``--config-json`` holding only the already validated sections the step needs
+(so that Snakemake reruns a step exactly when those sections change).
+
+Errors a user can cause print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from xasflow import __version__
+from xasflow.config import ConfigError, load_config
+
+logger = logging.getLogger("xasflow")
+
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, KeyError)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    if getattr(args, "config_json", None):
+        try:
+            return json.loads(args.config_json)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--config-json is not valid JSON ({error})") from error
+    raise ConfigError("give --config FILE (or --config-json from the workflow)")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", help="study configuration YAML (validated)")
+    group.add_argument("--config-json", help="validated config sections as JSON (used by the workflow)")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: valid ({len(config['systems'])} systems)")
+    return 0
+
+
+def cmd_md(args: argparse.Namespace) -> int:
+    from xasflow.structures.pipeline import simulate_system
+
+    config = _config(args)
+    simulate_system(args.system, _system(config, args.system), args.out_dir)
+    return 0
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from xasflow.structures.labels import LabelParams
+    from xasflow.structures.pipeline import label_system
+
+    config = _config(args)
+    label_system(args.snapshots, _system(config, args.system), LabelParams(**config["labels"]), args.out)
+    return 0
+
+
+def cmd_sites(args: argparse.Namespace) -> int:
+    from xasflow.config import sites_for
+    from xasflow.structures.pipeline import read_labels
+    from xasflow.structures.sampling import sample_sites, write_manifest
+
+    config = _config(args)
+    spec = _system(config, args.system)
+    choices = sample_sites(
+        read_labels(args.labels),
+        system=args.system,
+        absorber=config["absorber"],
+        n_sites=sites_for(config, args.system),
+        strategy=spec.get("sampling_strategy", config["sampling"]["strategy"]),
+        seed=config["sampling"]["seed"],
+        batch_size=config["spectra"]["batch_size"],
+    )
+    write_manifest(choices, args.out)
+    logger.info("%s: %d sites in %d batches", args.system, len(choices), choices[-1].batch + 1)
+    return 0
+
+
+def cmd_spectra_run(args: argparse.Namespace) -> int:
+    from xasflow.spectra.batch import run_batch
+    from xasflow.spectra.feff import FeffParams
+
+    config = _config(args)
+    counts = run_batch(args.manifest, args.snapshots, args.batch, FeffParams.from_config(config["spectra"]), args.out_dir)
+    logger.info("batch %s: %s", args.out_dir, counts)
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from xasflow.dataset.assemble import assemble
+
+    config = _config(args)
+    labels = dict(_pairs(args.labels, "--labels"))
+    md = dict(_pairs(args.md, "--md"))
+    summary = assemble(args.manifests, args.batches, labels, md, config, args.out, args.failures, args.summary)
+    print(
+        f"spectra requested {summary['requested']}, succeeded {summary['succeeded']}, failed {summary['failed']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from xasflow.models import TrainParams, train_model
+
+    config = _config(args)
+    training = config["training"]
+    held_out = (config.get("inference", {}).get("pseudo_experiment") or {}).get("system")
+    params = TrainParams.from_dict(
+        {
+            **training["models"][args.model],
+            "val_systems": tuple(training["val_systems"]),
+            "test_systems": tuple(training["test_systems"]),
+            "exclude_systems": (held_out,) if held_out else (),
+        }
+    )
+    metrics = train_model(args.dataset, params, args.out_dir)
+    logger.info("%s: %s", args.model, json.dumps(metrics, default=str)[:500])
+    return 0
+
+
+def cmd_pseudo(args: argparse.Namespace) -> int:
+    from xasflow.dataset.schema import open_dataset
+    from xasflow.inference.pseudo import PseudoExperimentParams, write_pseudo_experiment
+
+    config = _config(args)
+    params = PseudoExperimentParams(**config["inference"]["pseudo_experiment"])
+    write_pseudo_experiment(open_dataset(args.dataset), params, args.spectrum, args.truth)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from xasflow.inference.run import predict_files
+
+    predict_files(args.checkpoint, args.spectra, args.out, truth_paths=args.truth or [])
+    return 0
+
+
+def _system(config: dict, system: str) -> dict:
+    try:
+        return config["systems"][system]
+    except KeyError:
+        raise ConfigError(f"system '{system}' is not in the configuration") from None
+
+
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        name, separator, path = value.partition("=")
+        if not separator:
+            raise ValueError(f"{option} expects SYSTEM=PATH, got '{value}'")
+        pairs.append((name, path))
+    return pairs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xasflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xasflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate-config", help="check a study configuration")
+    validate.add_argument("config")
+    validate.set_defaults(handler=cmd_validate)
+
+    structures = commands.add_parser("structures", help="MD, labels and site sampling").add_subparsers(
+        dest="step", required=True
+    )
+    md = structures.add_parser("md", help="run the MD of one system and write its snapshots")
+    _add_config(md)
+    md.add_argument("--system", required=True)
+    md.add_argument("--out-dir", required=True)
+    md.set_defaults(handler=cmd_md)
+    labels = structures.add_parser("labels", help="per-site labels of every snapshot")
+    _add_config(labels)
+    labels.add_argument("--system", required=True)
+    labels.add_argument("--snapshots", required=True)
+    labels.add_argument("--out", required=True)
+    labels.set_defaults(handler=cmd_labels)
+    sites = structures.add_parser("sites", help="choose absorbing sites (site manifest CSV)")
+    _add_config(sites)
+    sites.add_argument("--system", required=True)
+    sites.add_argument("--labels", required=True)
+    sites.add_argument("--out", required=True)
+    sites.set_defaults(handler=cmd_sites)
+
+    spectra = commands.add_parser("spectra", help="spectrum calculations").add_subparsers(dest="step", required=True)
+    run = spectra.add_parser("run", help="compute one batch of sites with FEFF10")
+    _add_config(run)
+    run.add_argument("--manifest", required=True)
+    run.add_argument("--snapshots", required=True)
+    run.add_argument("--batch", type=int, required=True)
+    run.add_argument("--out-dir", required=True)
+    run.set_defaults(handler=cmd_spectra_run)
+
+    dataset = commands.add_parser("dataset", help="assemble batches into the zarr dataset")
+    _add_config(dataset)
+    dataset.add_argument("--manifests", nargs="+", required=True)
+    dataset.add_argument("--batches", nargs="+", required=True)
+    dataset.add_argument("--labels", nargs="+", required=True, help="SYSTEM=labels.npz")
+    dataset.add_argument("--md", nargs="+", required=True, help="SYSTEM=md.json")
+    dataset.add_argument("--out", required=True)
+    dataset.add_argument("--failures", required=True)
+    dataset.add_argument("--summary", required=True)
+    dataset.set_defaults(handler=cmd_dataset)
+
+    train = commands.add_parser("train", help="train one model on the dataset")
+    _add_config(train)
+    train.add_argument("--model", required=True, help="a name under training.models")
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--out-dir", required=True)
+    train.set_defaults(handler=cmd_train)
+
+    pseudo = commands.add_parser("pseudo-experiment", help="pseudo-experimental spectrum of a held-out system")
+    _add_config(pseudo)
+    pseudo.add_argument("--dataset", required=True)
+    pseudo.add_argument("--spectrum", required=True)
+    pseudo.add_argument("--truth", required=True)
+    pseudo.set_defaults(handler=cmd_pseudo)
+
+    predict = commands.add_parser("predict", help="predict structure from measured spectra (XDI or columns)")
+    predict.add_argument("spectra", nargs="+", help="spectrum files")
+    predict.add_argument("--checkpoint", required=True, action="append", help="model checkpoint (repeatable)")
+    predict.add_argument("--out", required=True, help="CSV of predictions")
+    predict.add_argument("--truth", action="append", help="truth JSON of a pseudo-experiment (adds true values)")
+    predict.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"xasflow: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Predict structure from measured spectrum files with one or more trained models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = (
+    "spectrum",
+    "model",
+    "architecture",
+    "e0_eV",
+    "edge_step",
+    "predicted_coordination_number",
+    "true_coordination_number",
+    "rdf_mae",
+)
+
+
+def _truth_by_stem(truth_paths: list[str | Path]) -> dict[str, dict]:
+    """Truth JSONs named ``NAME.truth.json`` belong to the spectrum file with stem ``NAME``."""
+    truths = {}
+    for path in truth_paths:
+        path = Path(path)
+        truths[path.name.removesuffix(".truth.json")] = json.loads(path.read_text())
+    return truths
+
+
+def predict_files(
+    checkpoints: list[str | Path], spectrum_paths: list[str | Path], out_path: str | Path, truth_paths: list[str | Path] = ()
+) -> list[dict]:
+    """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
+
+    Writes ``out_path`` (one row per spectrum and model) and ``<out>_rdf.csv`` (predicted, and
+    where known true, g(r) per r point). Raises ``SpectrumReadError`` for an unreadable file
+    before anything is written.
+    """
+    from xasflow.experiment import normalize, read_spectrum, to_relative_grid
+    from xasflow.inference.predict import load_predictor
+
+    normalized = [normalize(read_spectrum(path)) for path in spectrum_paths]
+    truths = _truth_by_stem(list(truth_paths))
+    rows, rdf_rows = [], []
+    for checkpoint in checkpoints:
+        predictor = load_predictor(checkpoint)
+        model_name = Path(checkpoint).parent.name
+        inputs = np.array([to_relative_grid(spectrum, predictor.energy) for spectrum in normalized])
+        predictions = predictor.predict(inputs)
+        for index, spectrum in enumerate(normalized):
+            stem = Path(spectrum.path).stem
+            truth = truths.get(stem)
+            predicted_rdf = predictions["rdf"][index]
+            true_rdf = np.interp(predictor.r, truth["r"], truth["rdf"]) if truth else None
+            rows.append(
+                {
+                    "spectrum": spectrum.path,
+                    "model": model_name,
+                    "architecture": predictor.architecture,
+                    "e0_eV": f"{spectrum.e0:.2f}",
+                    "edge_step": f"{spectrum.edge_step:.4g}",
+                    "predicted_coordination_number": f"{predictions['coordination_number'][index]:.3f}",
+                    "true_coordination_number": f"{truth['coordination_number']:.3f}" if truth else "",
+                    "rdf_mae": f"{np.abs(predicted_rdf - true_rdf).mean():.4f}" if truth else "",
+                }
+            )
+            for point, r in enumerate(predictor.r):
+                rdf_rows.append(
+                    {
+                        "spectrum": spectrum.path,
+                        "model": model_name,
+                        "r_angstrom": f"{r:.3f}",
+                        "predicted_g": f"{predicted_rdf[point]:.4f}",
+                        "true_g": f"{true_rdf[point]:.4f}" if truth else "",
+                    }
+                )
+            logger.info("%s with %s: CN %.2f", stem, model_name, predictions["coordination_number"][index])
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_path, PREDICTION_COLUMNS, rows)
+    _write_csv(out_path.with_name(out_path.stem + "_rdf.csv"), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
+    return rows
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
