@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from xasflow import __version__
 from xasflow.config import ConfigError, load_config
@@ -89,7 +88,9 @@ def cmd_spectra_run(args: argparse.Namespace) -> int:
     from xasflow.spectra.feff import FeffParams
 
     config = _config(args)
-    counts = run_batch(args.manifest, args.snapshots, args.batch, FeffParams.from_config(config["spectra"]), args.out_dir)
+    counts = run_batch(
+        args.manifest, args.snapshots, args.batch, FeffParams.from_config(config["spectra"]), args.out_dir
+    )
     logger.info("batch %s: %s", args.out_dir, counts)
     return 0
 
@@ -100,9 +101,12 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     config = _config(args)
     labels = dict(_pairs(args.labels, "--labels"))
     md = dict(_pairs(args.md, "--md"))
-    summary = assemble(args.manifests, args.batches, labels, md, config, args.out, args.failures, args.summary)
+    summary = assemble(
+        args.manifests, args.batches, labels, md, config, args.out, args.failures, args.summary
+    )
     print(
-        f"spectra requested {summary['requested']}, succeeded {summary['succeeded']}, failed {summary['failed']}",
+        f"spectra requested {summary['requested']}, succeeded {summary['succeeded']}, "
+        f"failed {summary['failed']}",
         file=sys.stderr,
     )
     return 0
@@ -192,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("--out", required=True)
     sites.set_defaults(handler=cmd_sites)
 
-    spectra = commands.add_parser("spectra", help="spectrum calculations").add_subparsers(dest="step", required=True)
+    spectra = commands.add_parser("spectra", help="spectrum calculations").add_subparsers(
+        dest="step", required=True
+    )
     run = spectra.add_parser("run", help="compute one batch of sites with FEFF10")
     _add_config(run)
     run.add_argument("--manifest", required=True)
@@ -219,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out-dir", required=True)
     train.set_defaults(handler=cmd_train)
 
-    pseudo = commands.add_parser("pseudo-experiment", help="pseudo-experimental spectrum of a held-out system")
+    pseudo = commands.add_parser(
+        "pseudo-experiment", help="pseudo-experimental spectrum of a held-out system"
+    )
     _add_config(pseudo)
     pseudo.add_argument("--dataset", required=True)
     pseudo.add_argument("--spectrum", required=True)
@@ -230,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("spectra", nargs="+", help="spectrum files")
     predict.add_argument("--checkpoint", required=True, action="append", help="model checkpoint (repeatable)")
     predict.add_argument("--out", required=True, help="CSV of predictions")
-    predict.add_argument("--truth", action="append", help="truth JSON of a pseudo-experiment (adds true values)")
+    predict.add_argument(
+        "--truth", action="append", help="truth JSON of a pseudo-experiment (adds true values)"
+    )
     predict.set_defaults(handler=cmd_predict)
     return parser
 

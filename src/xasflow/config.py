@@ -82,7 +82,9 @@ def _check_system(name: str, system: dict, source: str) -> None:
     if system["kind"] == "nanoparticle":
         for key in ("shape", "shells"):
             if key not in system:
-                raise ConfigError(f"{source}: config key 'systems.{name}.{key}' is required for a nanoparticle")
+                raise ConfigError(
+                    f"{source}: config key 'systems.{name}.{key}' is required for a nanoparticle"
+                )
 
 
 def _check_cross_references(config: dict, source: str) -> None:
@@ -109,7 +111,9 @@ def _check_cross_references(config: dict, source: str) -> None:
                 "not in training.val_systems or training.test_systems"
             )
     if not any(system["element"] == config["absorber"] for system in config["systems"].values()):
-        raise ConfigError(f"{source}: config key 'absorber': no system contains element '{config['absorber']}'")
+        raise ConfigError(
+            f"{source}: config key 'absorber': no system contains element '{config['absorber']}'"
+        )
     spectra = config["spectra"]
     if spectra["fms_radius"] > spectra["cluster_radius"]:
         raise ConfigError(

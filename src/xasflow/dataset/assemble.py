@@ -83,7 +83,10 @@ def assemble(
     seen = {(row["system"], row["frame"], row["site"]) for row in rows}
     if seen != requested:
         missing = sorted(requested - seen)[:5]
-        raise ValueError(f"batches do not cover the site manifests: missing {missing}, extra {sorted(seen - requested)[:5]}")
+        raise ValueError(
+            f"batches do not cover the site manifests: missing {missing}, "
+            f"extra {sorted(seen - requested)[:5]}"
+        )
     labels = {system: read_labels(path) for system, path in labels_paths.items()}
     failures = [row for row in rows if row["status"] != "ok"]
     kept = {key: [] for key in ("system", "frame", "site", "absorber", "mu", "e0", "cn", "rdf", "surface")}
@@ -93,11 +96,16 @@ def assemble(
         e0 = edge_energy(row["energy"], row["mu"])
         mu = to_edge_grid(row["energy"], row["mu"], e0, grid)
         if mu is None:
-            row.update(status="failed", reason=f"spectrum does not cover E0{grid[0]:+.1f}..{grid[-1]:+.1f} eV (E0={e0:.1f})")
+            row.update(
+                status="failed",
+                reason=f"spectrum does not cover E0{grid[0]:+.1f}..{grid[-1]:+.1f} eV (E0={e0:.1f})",
+            )
             failures.append(row)
             continue
         system_labels = labels[row["system"]]
-        index = np.flatnonzero((system_labels["frame"] == row["frame"]) & (system_labels["site"] == row["site"]))
+        index = np.flatnonzero(
+            (system_labels["frame"] == row["frame"]) & (system_labels["site"] == row["site"])
+        )
         if index.size != 1:
             raise ValueError(f"labels of {row['system']} have no frame {row['frame']} site {row['site']}")
         label_row = int(index[0])
@@ -136,7 +144,9 @@ def assemble(
         "labels": config["labels"],
         "sampling": config["sampling"],
         "dataset": config["dataset"],
-        "systems": {system: json.loads(Path(path).read_text()) for system, path in md_provenance_paths.items()},
+        "systems": {
+            system: json.loads(Path(path).read_text()) for system, path in md_provenance_paths.items()
+        },
         "packages": package_versions(),
         "summary": {key: summary[key] for key in ("requested", "succeeded", "failed")},
     }

@@ -40,7 +40,9 @@ def gaussian_broaden(energy: np.ndarray, mu: np.ndarray, fwhm: float) -> np.ndar
     return np.convolve(padded, kernel, mode="valid")
 
 
-def make_pseudo_experiment(dataset: xr.Dataset, params: PseudoExperimentParams) -> tuple[np.ndarray, np.ndarray, dict]:
+def make_pseudo_experiment(
+    dataset: xr.Dataset, params: PseudoExperimentParams
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(absolute energy in eV, mu, truth) for the held-out ``params.system``.
 
     ``truth`` holds the mean coordination number and mean RDF of the averaged sites.
@@ -55,7 +57,12 @@ def make_pseudo_experiment(dataset: xr.Dataset, params: PseudoExperimentParams) 
     # absolute axis covered by every site's spectrum
     start, stop = e0.max() + relative[0], e0.min() + relative[-1]
     energy = np.arange(start, stop + 1e-9, step / 2)
-    spectra = np.array([np.interp(energy - site_e0, relative, mu) for site_e0, mu in zip(e0, selected["mu"].values, strict=True)])
+    spectra = np.array(
+        [
+            np.interp(energy - site_e0, relative, mu)
+            for site_e0, mu in zip(e0, selected["mu"].values, strict=True)
+        ]
+    )
     averaged = gaussian_broaden(energy, spectra.mean(axis=0), params.broadening)
     rng = np.random.default_rng(params.seed)
     measured = averaged + rng.normal(0.0, params.noise, size=averaged.size)
@@ -72,12 +79,15 @@ def make_pseudo_experiment(dataset: xr.Dataset, params: PseudoExperimentParams) 
     return energy, measured, truth
 
 
-def write_pseudo_experiment(dataset: xr.Dataset, params: PseudoExperimentParams, spectrum_path: str | Path, truth_path: str | Path) -> None:
+def write_pseudo_experiment(
+    dataset: xr.Dataset, params: PseudoExperimentParams, spectrum_path: str | Path, truth_path: str | Path
+) -> None:
     energy, mu, truth = make_pseudo_experiment(dataset, params)
     spectrum_path, truth_path = Path(spectrum_path), Path(truth_path)
     spectrum_path.parent.mkdir(parents=True, exist_ok=True)
     header = (
-        f"pseudo-experimental spectrum of held-out system {params.system}: mean of {truth['n_sites_averaged']} "
+        f"pseudo-experimental spectrum of held-out system {params.system}: "
+        f"mean of {truth['n_sites_averaged']} "
         f"FEFF site spectra, Gaussian broadening {params.broadening} eV FWHM, noise {params.noise}\n"
         "energy_eV mu"
     )

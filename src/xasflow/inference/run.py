@@ -33,7 +33,10 @@ def _truth_by_stem(truth_paths: list[str | Path]) -> dict[str, dict]:
 
 
 def predict_files(
-    checkpoints: list[str | Path], spectrum_paths: list[str | Path], out_path: str | Path, truth_paths: list[str | Path] = ()
+    checkpoints: list[str | Path],
+    spectrum_paths: list[str | Path],
+    out_path: str | Path,
+    truth_paths: list[str | Path] = (),
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
@@ -83,7 +86,9 @@ def predict_files(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(out_path, PREDICTION_COLUMNS, rows)
-    _write_csv(out_path.with_name(out_path.stem + "_rdf.csv"), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
+    _write_csv(
+        out_path.with_name(out_path.stem + "_rdf.csv"), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows
+    )
     return rows
 
 

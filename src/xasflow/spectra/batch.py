@@ -18,7 +18,17 @@ from xasflow.structures.sampling import read_manifest
 
 logger = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ("system", "frame", "site", "element", "status", "reason", "feff_seconds", "wall_seconds", "directory")
+RESULT_COLUMNS = (
+    "system",
+    "frame",
+    "site",
+    "element",
+    "status",
+    "reason",
+    "feff_seconds",
+    "wall_seconds",
+    "directory",
+)
 
 
 def site_directory(batch_dir: Path, frame: int, site: int, element: str) -> Path:
@@ -42,7 +52,9 @@ def run_batch(
     rows, arrays = [], {}
     for number, choice in enumerate(sites):
         if choice.frame >= len(snapshots):
-            raise ValueError(f"{manifest_path}: frame {choice.frame} not in {snapshots_path} ({len(snapshots)} frames)")
+            raise ValueError(
+                f"{manifest_path}: frame {choice.frame} not in {snapshots_path} ({len(snapshots)} frames)"
+            )
         cluster = cut_cluster(snapshots[choice.frame], choice.site, params.cluster_radius)
         title = f"{choice.system} frame {choice.frame} site {choice.site} {choice.element}"
         directory = site_directory(out_dir, choice.frame, choice.site, choice.element)

@@ -104,7 +104,9 @@ def feff_input(cluster: Cluster, params: FeffParams, title: str) -> str:
         f"   0 {atomic_numbers[absorber]:3d} {absorber:2s} -1 -1 0",
     ]
     for symbol in elements:
-        lines.append(f"   {potential_of[symbol]} {atomic_numbers[symbol]:3d} {symbol:2s} -1 -1 {counts[symbol]}")
+        lines.append(
+            f"   {potential_of[symbol]} {atomic_numbers[symbol]:3d} {symbol:2s} -1 -1 {counts[symbol]}"
+        )
     lines += ["", "ATOMS"]
     for index, (symbol, (x, y, z)) in enumerate(zip(cluster.symbols, cluster.positions, strict=True)):
         ipot = 0 if index == 0 else potential_of[symbol]

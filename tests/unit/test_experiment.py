@@ -1,0 +1,415 @@
+"""Tests for xasflow.experiment: reading and normalizing measured spectra (real files)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xraydb
+
+from xasflow.experiment import (
+    MeasuredSpectrum,
+    NormalizedSpectrum,
+    SpectrumReadError,
+    normalize,
+    read_spectrum,
+    readers,
+    to_relative_grid,
+)
+
+# BadFiles.txt: "error msg" -> a reader must refuse the file.
+BAD_FILES_REJECTED = [
+    "bad_01.xdi",  # no XDI line at top
+    "bad_13.xdi",  # too few columns in a data row
+    "bad_14.xdi",  # too many columns in a data row
+    "bad_15.xdi",  # NaN in data table
+    "bad_16.xdi",  # string in data table
+    "bad_17.xdi",  # '1.2.3' in data table
+    "bad_18.xdi",  # header 'Family.Key: Value' without value
+    "bad_19.xdi",  # ... without ':'
+    "bad_20.xdi",  # ... with two ':'
+    "bad_21.xdi",  # ... without '.'
+    "bad_22.xdi",  # ... with two '.'
+    "bad_24.xdi",  # ... family starts with a number
+]
+# BadFiles.txt: "file read" -> readable (with warnings). bad_12 is refused on purpose: its angle
+# column cannot become energy without Mono.d_spacing (tested separately).
+BAD_FILES_READABLE = [
+    f"bad_{number:02d}.xdi"
+    for number in (0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 23, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35)
+]
+# The bad files hold 12 points: fine for checking the XDI parsing, too few for a spectrum.
+BAD_FILE_POINTS = 12
+
+
+def _edge_energy(element: str, edge: str) -> float:
+    return xraydb.xray_edge(element, edge).energy
+
+
+def _write_columns(path: Path, energy, mu, header: str = "# energy mu\n") -> Path:
+    rows = "".join(f"{e:.4f} {m:.6f}\n" for e, m in zip(energy, mu, strict=True))
+    path.write_text(header + rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cu_foil(shared_data) -> MeasuredSpectrum:
+    return read_spectrum(shared_data / "experimental" / "cu_metal_rt.xdi")
+
+
+@pytest.fixture(scope="module")
+def cu_foil_normalized(cu_foil) -> NormalizedSpectrum:
+    return normalize(cu_foil)
+
+
+def _mean_norm(normalized: NormalizedSpectrum, low: float, high: float) -> float:
+    relative = normalized.energy - normalized.e0
+    return float(normalized.norm[(relative >= low) & (relative <= high)].mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# real spectra
+
+
+def test_cu_foil_xdi_reads_and_normalizes(cu_foil, cu_foil_normalized):
+    assert cu_foil.element == "Cu"
+    assert cu_foil.edge == "K"
+    assert cu_foil.metadata["format"] == "xdi"
+    assert cu_foil.metadata["mu_source"] == "mutrans"
+    assert np.all(np.diff(cu_foil.energy) > 0)
+    assert cu_foil.energy.shape == cu_foil.mu.shape
+
+    normalized = cu_foil_normalized
+    assert abs(normalized.e0 - 8979.0) <= 3.0
+    assert normalized.edge_step > 0
+    assert abs(_mean_norm(normalized, 50.0, 150.0) - 1.0) <= 0.05
+    assert abs(_mean_norm(normalized, -150.0, -30.0)) <= 0.05
+    pre1, pre2 = normalized.pre_edge_range
+    norm1, norm2 = normalized.norm_range
+    assert pre1 < pre2 < 0 < norm1 < norm2
+
+
+def test_measured_arrays_are_read_only(cu_foil):
+    with pytest.raises(ValueError):
+        cu_foil.energy[0] = 0.0
+
+
+@pytest.mark.parametrize(
+    ("file_name", "element", "edge"),
+    [("fe_metal_rt.xdi", "Fe", "K"), ("ni_metal_rt.xdi", "Ni", "K"), ("pt_metal_rt.xdi", "Pt", "L3")],
+)
+def test_other_foils_normalize_at_their_edge(shared_data, file_name, element, edge):
+    spectrum = read_spectrum(shared_data / "experimental" / file_name)
+    assert (spectrum.element, spectrum.edge) == (element, edge)
+    normalized = normalize(spectrum)
+    assert abs(normalized.e0 - _edge_energy(element, edge)) <= 3.0
+    assert abs(_mean_norm(normalized, 50.0, 150.0) - 1.0) <= 0.06
+
+
+def test_pt_foil_mu_formed_from_i0_and_itrans(shared_data):
+    spectrum = read_spectrum(shared_data / "experimental" / "pt_metal_rt.xdi")
+    assert spectrum.metadata["mu_source"] == "ln(i0/itrans)"
+
+
+def test_xmu_column_file_with_header(shared_data):
+    spectrum = read_spectrum(shared_data / "experimental" / "cu_rt01.xmu")
+    assert spectrum.metadata["format"] == "columns"
+    assert spectrum.metadata["mu_source"] == "column 2 (mu)"
+    assert (spectrum.element, spectrum.edge) == ("Cu", "K")  # from '#%atom: Cu', '#%edge: K'
+    normalized = normalize(spectrum)
+    assert abs(normalized.e0 - _edge_energy("Cu", "K")) <= 3.0
+    assert abs(_mean_norm(normalized, 50.0, 150.0) - 1.0) <= 0.05
+
+
+def test_headerless_column_file_with_chosen_mu_column(shared_data):
+    path = shared_data / "experimental" / "generic_columns_no_header.dat"
+    # Column 7 is ln(col5/col6), the transmission mu; column 2 is an intensity.
+    spectrum = read_spectrum(path, mu_column=7)
+    assert spectrum.element is None
+    normalized = normalize(spectrum)
+    # 10.9-11.5 keV holds the Ge K edge (11103 eV).
+    assert xraydb.guess_edge(normalized.e0) == ("Ge", "K")
+    assert abs(normalized.e0 - _edge_energy("Ge", "K")) <= 5.0
+    assert abs(_mean_norm(normalized, 50.0, 150.0) - 1.0) <= 0.1
+
+
+def test_headerless_column_file_default_mu_is_column_two(shared_data):
+    path = shared_data / "experimental" / "generic_columns_no_header.dat"
+    spectrum = read_spectrum(path)
+    assert spectrum.metadata["mu_source"] == "column 2 (col2)"
+    # Column 2 is an ion-chamber intensity: it falls at the edge, and that must not pass as a
+    # (Larch reports |step|) normalized spectrum.
+    with pytest.raises(SpectrumReadError, match=r"edge step .* is not positive"):
+        normalize(spectrum)
+
+
+def test_multichannel_fluorescence_is_summed_over_channels(shared_data):
+    spectrum = read_spectrum(shared_data / "experimental" / "fe_xanes_8ch.xdi")
+    assert spectrum.metadata["mu_source"].startswith("sum(Fe_Ka_mca1, ")
+    assert "8 channels" in spectrum.metadata["mu_source"]
+    assert np.all(spectrum.mu > 0)
+    # The scan stops at 7108.6 eV, before the Fe K edge: nothing to normalize against.
+    with pytest.raises(SpectrumReadError, match="above the edge"):
+        normalize(spectrum)
+
+
+# ---------------------------------------------------------------------------------------------
+# XDI files that must be refused or read
+
+
+def test_bad_file_lists_match_badfiles_txt(shared_data):
+    table = (shared_data / "xdi-baddata" / "BadFiles.txt").read_text()
+    rows = re.findall(r"^(bad_\d\d\.xdi)\s+(error msg|file read)", table, flags=re.MULTILINE)
+    must_reject = {name for name, status in rows if status == "error msg"}
+    readable = {name for name, status in rows if status == "file read"}
+    assert must_reject == set(BAD_FILES_REJECTED)
+    assert readable == set(BAD_FILES_READABLE) | {"bad_12.xdi"}
+
+
+@pytest.mark.parametrize("file_name", BAD_FILES_REJECTED)
+def test_malformed_xdi_is_rejected(shared_data, file_name):
+    path = shared_data / "xdi-baddata" / file_name
+    with pytest.raises(SpectrumReadError) as caught:
+        read_spectrum(path, min_points=BAD_FILE_POINTS)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message
+    assert "data points" not in message  # refused for its defect, not for being short
+
+
+@pytest.mark.parametrize("file_name", BAD_FILES_READABLE)
+def test_recoverable_xdi_is_read(shared_data, file_name):
+    spectrum = read_spectrum(shared_data / "xdi-baddata" / file_name, min_points=BAD_FILE_POINTS)
+    assert spectrum.energy.size == BAD_FILE_POINTS
+    assert spectrum.energy[0] == pytest.approx(8779.0)
+    # bad_07/08/10 lose Column.N labels; the label line above the data restores 'mutrans'.
+    assert spectrum.metadata["mu_source"] == "mutrans"
+    assert np.all(np.isfinite(spectrum.mu))
+
+
+@pytest.mark.parametrize(
+    ("file_name", "element", "edge"),
+    [
+        ("bad_02.xdi", "Cu", None),
+        ("bad_03.xdi", None, "K"),
+        ("bad_04.xdi", "Cu", None),
+        ("bad_05.xdi", None, "K"),
+        ("bad_30.xdi", None, None),
+    ],
+)
+def test_invalid_element_or_edge_is_recorded_as_unknown(shared_data, file_name, element, edge):
+    spectrum = read_spectrum(shared_data / "xdi-baddata" / file_name, min_points=BAD_FILE_POINTS)
+    assert (spectrum.element, spectrum.edge) == (element, edge)
+
+
+def test_default_point_minimum_refuses_twelve_point_files(shared_data):
+    path = shared_data / "xdi-baddata" / "bad_00.xdi"
+    with pytest.raises(SpectrumReadError, match=r"only 12 data points; at least 20"):
+        read_spectrum(path)
+
+
+def test_angle_without_d_spacing_is_rejected(shared_data):
+    path = shared_data / "xdi-baddata" / "bad_12.xdi"
+    with pytest.raises(SpectrumReadError, match="Mono.d_spacing") as caught:
+        read_spectrum(path, min_points=8)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("file_name", ["nonxafs_1d.xdi", "nonxafs_2d.xdi", "nonxafs_negvalues.xdi"])
+def test_xdi_without_xafs_scan_is_rejected(shared_data, file_name):
+    path = shared_data / "experimental" / file_name
+    with pytest.raises(SpectrumReadError, match="XAFS scan") as caught:
+        read_spectrum(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_athena_project_is_rejected_with_a_hint(shared_data):
+    path = shared_data / "experimental" / "Au.prj"
+    with pytest.raises(SpectrumReadError, match="Athena project"):
+        read_spectrum(path)
+
+
+def test_python_xdi_fallback_reads_a_foil(shared_data, monkeypatch):
+    # Platforms without the bundled XDI C library use Larch's Python reader.
+    monkeypatch.setattr(readers, "_xdi_library_available", lambda: False)
+    spectrum = read_spectrum(shared_data / "experimental" / "cu_metal_rt.xdi")
+    assert spectrum.metadata["xdi_reader"] == "larch-python"
+    assert (spectrum.element, spectrum.edge) == ("Cu", "K")
+    assert spectrum.energy.size == 408
+
+
+# ---------------------------------------------------------------------------------------------
+# problems a user can cause, on small files written here
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nothing_here.xdi"
+    with pytest.raises(SpectrumReadError, match="does not exist") as caught:
+        read_spectrum(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_empty_file(tmp_path, content):
+    path = tmp_path / "empty.dat"
+    path.write_text(content)
+    with pytest.raises(SpectrumReadError, match="empty") as caught:
+        read_spectrum(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_non_numeric_value_in_data(tmp_path, cu_foil):
+    path = _write_columns(tmp_path / "text.dat", cu_foil.energy[:40], cu_foil.mu[:40])
+    lines = path.read_text().splitlines()
+    lines[10] = "8888.0 oops"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpectrumReadError, match=r"line 11: non-numeric value 'oops'"):
+        read_spectrum(path)
+
+
+def test_ragged_columns(tmp_path, cu_foil):
+    path = _write_columns(tmp_path / "ragged.dat", cu_foil.energy[:40], cu_foil.mu[:40])
+    with path.open("a") as stream:
+        stream.write("10200.0 1.0 2.0\n")
+    with pytest.raises(SpectrumReadError, match="3 values where the data table has 2 columns"):
+        read_spectrum(path)
+
+
+def test_single_column(tmp_path, cu_foil):
+    path = tmp_path / "one_column.dat"
+    path.write_text("".join(f"{e}\n" for e in cu_foil.energy[:40]))
+    with pytest.raises(SpectrumReadError, match="need at least 2"):
+        read_spectrum(path)
+
+
+def test_too_few_points(tmp_path, cu_foil):
+    path = _write_columns(tmp_path / "short.dat", cu_foil.energy[:10], cu_foil.mu[:10])
+    with pytest.raises(SpectrumReadError, match="only 10 data points"):
+        read_spectrum(path)
+
+
+def test_non_finite_mu(tmp_path, cu_foil):
+    mu = np.array(cu_foil.mu[:40])
+    mu[5] = np.nan
+    path = _write_columns(tmp_path / "nan.dat", cu_foil.energy[:40], mu)
+    with pytest.raises(SpectrumReadError, match="non-finite"):
+        read_spectrum(path)
+
+
+def test_energy_in_kev_is_converted(tmp_path, cu_foil):
+    path = _write_columns(tmp_path / "kev.dat", cu_foil.energy / 1000.0, cu_foil.mu)
+    spectrum = read_spectrum(path)
+    np.testing.assert_allclose(spectrum.energy, cu_foil.energy, atol=0.06)
+    normalized = normalize(spectrum)
+    assert abs(normalized.e0 - 8979.0) <= 3.0
+
+
+def test_descending_scan_with_repeated_energies(tmp_path, cu_foil):
+    energy = np.concatenate([cu_foil.energy[::-1], cu_foil.energy[100:103][::-1]])
+    mu = np.concatenate([cu_foil.mu[::-1], cu_foil.mu[100:103][::-1] + 0.2])
+    order = np.argsort(-energy, kind="stable")
+    path = _write_columns(tmp_path / "descending.dat", energy[order], mu[order])
+    spectrum = read_spectrum(path)
+    assert np.all(np.diff(spectrum.energy) > 0)
+    assert spectrum.energy.size == cu_foil.energy.size
+    # repeated points are averaged: (mu + mu + 0.2) / 2
+    np.testing.assert_allclose(spectrum.mu[100:103], cu_foil.mu[100:103] + 0.1, atol=1e-6)
+
+
+def test_scrambled_energy_axis_is_rejected(tmp_path, cu_foil):
+    order = np.random.default_rng(0).permutation(cu_foil.energy.size)
+    path = _write_columns(tmp_path / "scrambled.dat", cu_foil.energy[order], cu_foil.mu[order])
+    with pytest.raises(SpectrumReadError, match="not monotonic"):
+        read_spectrum(path)
+
+
+def test_xdi_header_without_version_line(tmp_path, shared_data):
+    text = (shared_data / "experimental" / "cu_metal_rt.xdi").read_text()
+    path = tmp_path / "no_version.xdi"
+    path.write_text("\n".join(text.splitlines()[1:]) + "\n")
+    with pytest.raises(SpectrumReadError, match="version line"):
+        read_spectrum(path)
+
+
+def test_unknown_mu_column(shared_data):
+    with pytest.raises(SpectrumReadError, match=r"mu_column='murefer' not found"):
+        read_spectrum(shared_data / "experimental" / "cu_metal_rt.xdi", mu_column="murefer")
+
+
+def test_error_message_survives_pickling(tmp_path):
+    error = SpectrumReadError(tmp_path / "x.dat", "file is\nempty")
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) == f"{tmp_path / 'x.dat'}: file is empty"
+
+
+# ---------------------------------------------------------------------------------------------
+# normalization of short scans and grids
+
+
+def _cropped(spectrum: MeasuredSpectrum, low: float, high: float, edge: float) -> MeasuredSpectrum:
+    keep = (spectrum.energy >= edge + low) & (spectrum.energy <= edge + high)
+    return MeasuredSpectrum(
+        path=spectrum.path + "[xanes]",
+        energy=spectrum.energy[keep],
+        mu=spectrum.mu[keep],
+        element=spectrum.element,
+        edge=spectrum.edge,
+    )
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [{}, {"pre1": -150.0, "pre2": -30.0, "norm1": 150.0, "norm2": 400.0}],
+    ids=["larch-defaults", "exafs-ranges"],
+)
+def test_short_xanes_scan_normalizes_inside_its_range(cu_foil, cu_foil_normalized, ranges, caplog):
+    xanes = _cropped(cu_foil, -20.0, 60.0, cu_foil_normalized.e0)
+    with caplog.at_level(logging.WARNING, logger="xasflow.experiment.normalization"):
+        normalized = normalize(xanes, **ranges)
+    relative = xanes.energy - normalized.e0
+    assert abs(normalized.e0 - cu_foil_normalized.e0) <= 1.0
+    assert relative[0] <= normalized.pre_edge_range[0] < normalized.pre_edge_range[1] < 0
+    assert 0 < normalized.norm_range[0] < normalized.norm_range[1] <= relative[-1]
+    assert abs(_mean_norm(normalized, 30.0, 60.0) - 1.0) <= 0.1
+    assert abs(_mean_norm(normalized, -20.0, -10.0)) <= 0.05
+    if ranges:
+        assert "does not fit the data" in caplog.text
+
+
+def test_e0_outside_data_is_rejected(cu_foil):
+    with pytest.raises(SpectrumReadError, match="outside the measured range"):
+        normalize(cu_foil, e0=5000.0)
+
+
+def test_falling_edge_is_rejected(cu_foil):
+    inverted = MeasuredSpectrum(path=cu_foil.path, energy=cu_foil.energy, mu=-cu_foil.mu)
+    with pytest.raises(SpectrumReadError, match="not positive") as caught:
+        normalize(inverted)
+    assert str(caught.value).startswith(f"{cu_foil.path}: ")
+
+
+def test_relative_grid_across_the_cu_edge(cu_foil_normalized):
+    grid = np.arange(-15.0, 60.0 + 0.25, 0.5)
+    values = to_relative_grid(cu_foil_normalized, grid)
+    assert values.shape == grid.shape
+    assert np.all(np.isfinite(values))
+    assert np.all(values[grid <= -10.0] < 0.3)
+    assert abs(values[grid >= 40.0].mean() - 1.0) <= 0.1
+
+
+def test_relative_grid_small_overhang_takes_the_end_value(cu_foil_normalized):
+    normalized = cu_foil_normalized
+    top = normalized.energy[-1] - normalized.e0
+    values = to_relative_grid(normalized, np.array([top - 10.0, top + 0.5]))
+    assert values[1] == pytest.approx(normalized.norm[-1])
+
+
+def test_relative_grid_beyond_the_data_is_rejected(cu_foil_normalized):
+    bottom = cu_foil_normalized.energy[0] - cu_foil_normalized.e0
+    with pytest.raises(SpectrumReadError, match="beyond the measured range") as caught:
+        to_relative_grid(cu_foil_normalized, np.linspace(bottom - 5.0, 50.0, 20))
+    assert str(caught.value).startswith(f"{cu_foil_normalized.path}: ")
