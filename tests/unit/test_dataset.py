@@ -69,3 +69,19 @@ def test_edge_grid_interpolation():
     mu = energy - 8960
     np.testing.assert_allclose(to_edge_grid(energy, mu, 8980.0, grid), grid + 20)
     assert to_edge_grid(energy, mu, 9050.0, grid) is None
+
+
+def test_half_step_energy_is_single_valued_where_the_derivative_maximum_is_not():
+    from xasflow.experiment.alignment import half_step_energy
+
+    energy = np.linspace(8960, 9040, 801)
+    # a shoulder at 8982 eV and the main rise at 8990 eV with derivative maxima of equal height
+    mu = 0.3 / (1 + np.exp(-(energy - 8982) / 0.6)) + 0.7 / (1 + np.exp(-(energy - 8990) / 1.4))
+    # the shoulder is complete (0.3) there, so 0.7 * sigmoid = 0.2: x = 8990 + 1.4 ln(0.2 / 0.5)
+    assert half_step_energy(energy, mu) == pytest.approx(8990 + 1.4 * np.log(0.4), abs=0.02)
+    # a glitch far below the edge is ignored when the search is centred on the edge
+    glitched = mu.copy()
+    glitched[:5] = 0.9
+    assert half_step_energy(energy, glitched, near=8986) == pytest.approx(8990 + 1.4 * np.log(0.4), abs=0.02)
+    with pytest.raises(ValueError, match="does not rise through"):
+        half_step_energy(energy, 0.3 * mu)

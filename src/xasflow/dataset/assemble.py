@@ -18,6 +18,8 @@ import numpy as np
 from xasflow import __version__
 from xasflow.config import config_hash
 from xasflow.dataset.schema import build_dataset, write_dataset
+from xasflow.experiment.alignment import normalize_xanes
+from xasflow.experiment.readers import MeasuredSpectrum
 from xasflow.spectra.batch import read_batch
 from xasflow.structures.pipeline import read_labels
 from xasflow.structures.sampling import read_manifest
@@ -39,13 +41,6 @@ class EnergyGrid:
     def values(self) -> np.ndarray:
         count = int(round((self.energy_max - self.energy_min) / self.energy_step)) + 1
         return self.energy_min + self.energy_step * np.arange(count)
-
-
-def edge_energy(energy: np.ndarray, mu: np.ndarray) -> float:
-    """E0 (eV) as Larch's ``find_e0`` (maximum of the smoothed derivative), as Athena does."""
-    from larch.xafs import find_e0
-
-    return float(find_e0(np.asarray(energy, dtype=float), np.asarray(mu, dtype=float)))
 
 
 def to_edge_grid(energy: np.ndarray, mu: np.ndarray, e0: float, grid: np.ndarray) -> np.ndarray | None:
@@ -93,8 +88,9 @@ def assemble(
     for row in rows:
         if row["status"] != "ok":
             continue
-        e0 = edge_energy(row["energy"], row["mu"])
-        mu = to_edge_grid(row["energy"], row["mu"], e0, grid)
+        normalized = normalize_xanes(MeasuredSpectrum(row["directory"], row["energy"], row["mu"]))
+        e0 = normalized.e0
+        mu = to_edge_grid(normalized.energy, normalized.norm, e0, grid)
         if mu is None:
             row.update(
                 status="failed",

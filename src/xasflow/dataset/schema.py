@@ -5,7 +5,7 @@ A dataset holds ``n_spectrum`` simulated site spectra on one common energy grid.
 Dimensions
 ----------
 ``spectrum``  one absorbing site in one MD snapshot
-``energy``    energy relative to the edge energy E0 of each spectrum, eV
+``energy``    energy relative to the half-step edge energy E0 of each spectrum, eV
 ``r``         radial grid of the partial RDF, Angstrom
 
 Coordinates on ``spectrum``: ``system`` (str), ``frame`` (int), ``site`` (int, atom index in
@@ -14,7 +14,8 @@ the snapshot), ``absorber`` (str, element symbol).
 Data variables
 --------------
 ``mu``                   (spectrum, energy) normalized absorption, dimensionless
-``e0``                   (spectrum,) absolute edge energy of the spectrum, eV
+``e0``                   (spectrum,) absolute energy where mu first reaches 0.5 (half the edge
+                         step; see ``xasflow.experiment.alignment``), eV
 ``coordination_number``  (spectrum,) first-shell coordination number of the absorber
 ``rdf``                  (spectrum, r) partial RDF g(r) around the absorber
 ``surface``              (spectrum,) 1 where the absorber is a surface atom, else 0
@@ -57,7 +58,7 @@ COORDS: dict[str, VariableSpec] = {
 
 DATA_VARS: dict[str, VariableSpec] = {
     "mu": VariableSpec(("spectrum", "energy"), "", "normalized absorption mu(E)", "f"),
-    "e0": VariableSpec(("spectrum",), "eV", "absolute edge energy (max of dmu/dE)", "f"),
+    "e0": VariableSpec(("spectrum",), "eV", "absolute energy where mu reaches half the edge step", "f"),
     "coordination_number": VariableSpec(
         ("spectrum",), "", "first-shell coordination number of the absorber", "f"
     ),

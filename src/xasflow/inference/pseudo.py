@@ -54,8 +54,9 @@ def make_pseudo_experiment(
     relative = dataset["energy"].values
     e0 = selected["e0"].values
     step = float(relative[1] - relative[0])
-    # absolute axis covered by every site's spectrum
-    start, stop = e0.max() + relative[0], e0.min() + relative[-1]
+    # the union of the sites' ranges; np.interp holds each spectrum's end values beyond its own
+    # range (flat pre-edge, last post-edge value), which only touches the outer few eV
+    start, stop = e0.min() + relative[0], e0.max() + relative[-1]
     energy = np.arange(start, stop + 1e-9, step / 2)
     spectra = np.array(
         [

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xasflow.experiment import read_spectrum, to_relative_grid
+from xasflow.experiment.alignment import normalize_xanes
+
 logger = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = (
@@ -44,10 +47,10 @@ def predict_files(
     where known true, g(r) per r point). Raises ``SpectrumReadError`` for an unreadable file
     before anything is written.
     """
-    from xasflow.experiment import normalize, read_spectrum, to_relative_grid
     from xasflow.inference.predict import load_predictor
 
-    normalized = [normalize(read_spectrum(path)) for path in spectrum_paths]
+    # the same normalization and energy reference as the simulated training spectra
+    normalized = [normalize_xanes(read_spectrum(path)) for path in spectrum_paths]
     truths = _truth_by_stem(list(truth_paths))
     rows, rdf_rows = [], []
     for checkpoint in checkpoints:

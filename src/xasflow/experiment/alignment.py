@@ -1,0 +1,81 @@
+"""A common energy reference for simulated and measured spectra.
+
+The maximum of dmu/dE (Athena's default E0) is ambiguous at the Cu K edge: the 1s->4p shoulder
+and the main rise have derivative maxima of similar height, and simulated site spectra switch
+between them (seen as a 6 eV bimodal E0 in the default study). The energy at which the
+normalized absorption first reaches half the edge step is single-valued for a rising edge,
+so xasflow places both simulated and measured spectra on a grid relative to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from xasflow.experiment.normalization import NormalizedSpectrum, normalize
+from xasflow.experiment.readers import MeasuredSpectrum, SpectrumReadError
+
+
+def half_step_energy(
+    energy: np.ndarray, norm: np.ndarray, level: float = 0.5, near: float | None = None, window: float = 20.0
+) -> float:
+    """Energy (eV) where ``norm`` (edge step 1) first rises through ``level``, interpolated.
+
+    With ``near`` (eV) only points within ``window`` eV of it are searched, so a glitch far
+    below the edge of a long measured scan is not taken for the edge. ``energy`` (n,) must be
+    increasing. Raises ValueError if ``norm`` does not rise through ``level`` there.
+    """
+    energy = np.asarray(energy, dtype=float)
+    norm = np.asarray(norm, dtype=float)
+    inside = np.ones(energy.size, bool) if near is None else np.abs(energy - near) <= window
+    indices = np.flatnonzero(inside)
+    if indices.size < 2:
+        raise ValueError(f"fewer than 2 points within {window} eV of {near} eV")
+    below = norm[indices[:-1]] < level
+    rising = below & (norm[indices[1:]] >= level)
+    if not rising.any():
+        raise ValueError(f"normalized absorption does not rise through {level} in the searched range")
+    low_index = int(indices[:-1][np.argmax(rising)])
+    low, high = norm[low_index], norm[low_index + 1]
+    step = energy[low_index + 1] - energy[low_index]
+    return float(energy[low_index] + (level - low) / (high - low) * step)
+
+
+@dataclass(frozen=True)
+class XanesNormalization:
+    """Fixed Larch ``pre_edge`` ranges (eV relative to the half-step E0) used for every spectrum.
+
+    FEFF XANES covers about -18..+60 eV around the edge, so simulated and measured spectra are
+    both normalized over ranges inside that window; a measured scan reaching 1000 eV would
+    otherwise get Athena's default, much longer post-edge line and a different edge step.
+    """
+
+    pre1: float = -16.0
+    pre2: float = -8.0
+    norm1: float = 15.0
+    norm2: float = 50.0
+
+
+def normalize_xanes(
+    spectrum: MeasuredSpectrum, ranges: XanesNormalization = XanesNormalization()
+) -> NormalizedSpectrum:
+    """Normalize over ``ranges`` around the half-step E0 and return it with that E0.
+
+    A first Larch normalization (its own E0 and ranges) locates the half step; the spectrum is
+    then normalized again over the fixed ranges around it, and the half step recomputed.
+    Raises ``SpectrumReadError`` naming the file if any step fails.
+    """
+    first = normalize(spectrum)
+    e0 = _half_step(first, near=first.e0)
+    second = normalize(
+        spectrum, e0=e0, pre1=ranges.pre1, pre2=ranges.pre2, norm1=ranges.norm1, norm2=ranges.norm2
+    )
+    return replace(second, e0=_half_step(second, near=e0))
+
+
+def _half_step(spectrum: NormalizedSpectrum, near: float) -> float:
+    try:
+        return half_step_energy(spectrum.energy, spectrum.norm, near=near)
+    except ValueError as error:
+        raise SpectrumReadError(spectrum.path, f"no edge to align on ({error})") from error

@@ -1,0 +1,208 @@
+"""The real Snakefile on the tiny config: real LAMMPS MD, real FEFF10, zarr on disk, Lightning.
+
+One workflow run (about a minute on 2 cores) is shared by the tests of this module.
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from xasflow.config import batches_for, load_config, sites_for
+from xasflow.dataset.schema import open_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def _env():
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+
+
+def snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    result = snakemake(workdir, TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_dataset_holds_every_requested_spectrum_with_labels(tiny_run):
+    config = load_config(TINY)
+    summary = json.loads((tiny_run / "results/dataset/summary.json").read_text())
+    requested = sum(sites_for(config, system) for system in config["systems"])
+    assert summary["requested"] == requested
+    assert summary["requested"] == summary["succeeded"] + summary["failed"]
+    with open(tiny_run / "results/dataset/failures.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == summary["failed"]
+    dataset = open_dataset(tiny_run / "results/dataset/spectra.zarr")
+    assert dataset.sizes["spectrum"] == summary["succeeded"]
+    assert set(dataset["system"].values.tolist()) <= set(config["systems"])
+    assert dataset.sizes["energy"] == 39 and dataset.sizes["r"] == config["labels"]["n_r"]
+    mu = dataset["mu"].values
+    energy = dataset["energy"].values
+    assert np.all(mu[:, energy < -8].mean(axis=1) < 0.3)  # below the edge
+    assert np.all(np.abs(mu[:, energy > 25].mean(axis=1) - 1) < 0.35)  # normalized above it
+    cn = dataset["coordination_number"].values
+    assert np.all((cn >= 3) & (cn <= 12))
+    bulk = dataset["system"].values == "bulk_300K"
+    assert np.all(cn[bulk] == 12) and not dataset["surface"].values[bulk].any()
+    provenance = json.loads(dataset.attrs["provenance"])
+    assert provenance["packages"]["feff10-rs"] == "0.2.4"
+    assert provenance["spectra"]["fms_radius"] == config["spectra"]["fms_radius"]
+    assert provenance["systems"]["np_cubo_55"]["potential_sha256"]
+    assert dataset.attrs["config_hash"]
+
+
+def test_each_feff_site_keeps_input_log_and_spectrum(tiny_run):
+    site_dirs = sorted((tiny_run / "results/spectra").glob("*/batch_*/*_Cu"))
+    assert len(site_dirs) == json.loads((tiny_run / "results/dataset/summary.json").read_text())["requested"]
+    for site in site_dirs:
+        assert {"feff.inp", "log.dat", "xmu.dat", "params.json"} <= {p.name for p in site.iterdir()}
+
+
+def test_snapshots_record_their_provenance(tiny_run):
+    import ase.io
+
+    frames = ase.io.read(tiny_run / "results/structures/np_cubo_55/snapshots.extxyz", index=":")
+    assert len(frames) == 2
+    assert frames[0].info["potential_file"] == "Cu_u3.eam"
+    assert frames[0].info["lammps_version"].isdigit()
+    assert (tiny_run / "results/structures/np_cubo_55/lammps.log").stat().st_size > 0
+
+
+def test_models_write_metrics_and_plots(tiny_run):
+    for model in ("cnn", "mlp"):
+        folder = tiny_run / "results/models" / model
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["architecture"] == model
+        assert metrics["test_systems"] == ["bulk_300K"]
+        assert "np_deca_55" in metrics["excluded_systems"]
+        assert np.isfinite(metrics["test_cn_mae"])
+        for name in ("model.ckpt", "parity.png", "loss.png"):
+            assert (folder / name).stat().st_size > 0
+
+
+def test_pseudo_experiment_is_predicted_by_both_models(tiny_run):
+    with open(tiny_run / "results/inference/predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["model"] for row in rows) == ["cnn", "mlp"]
+    truth = json.loads((tiny_run / "results/inference/pseudo/np_deca_55.truth.json").read_text())
+    for row in rows:
+        assert float(row["true_coordination_number"]) == pytest.approx(truth["coordination_number"], abs=1e-3)
+        assert 0 < float(row["predicted_coordination_number"]) < 14
+    assert (tiny_run / "results/inference/predictions_rdf.csv").stat().st_size > 0
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    result = snakemake(tiny_run, TINY, "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def test_changing_one_structure_model_reruns_only_its_jobs(tiny_run, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["systems"]["np_cubo_55"]["temperature"] = 350
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = snakemake(tiny_run, changed, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = _job_counts(result.stdout)
+    validated = load_config(changed)
+    assert counts["md"] == 1 and counts["labels"] == 1 and counts["sites"] == 1
+    assert counts["feff_batch"] == batches_for(validated, "np_cubo_55")
+    assert "wildcards: system=np_cubo_55" in result.stdout
+    assert "system=np_ico_55" not in result.stdout and "system=bulk_300K" not in result.stdout
+
+
+def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
+    out = tmp_path / "foil.csv"
+    command = [
+        str(BIN / "xasflow"),
+        "predict",
+        str(shared_data / "experimental" / "cu_metal_rt.xdi"),
+        "--checkpoint",
+        str(tiny_run / "results/models/cnn/model.ckpt"),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and abs(float(rows[0]["e0_eV"]) - 8979) < 3
+    assert np.isfinite(float(rows[0]["predicted_coordination_number"]))
+
+
+def test_predict_cli_rejects_an_unreadable_file_with_one_line_and_exit_2(tiny_run, shared_data, tmp_path):
+    bad = shared_data / "xdi-baddata" / "bad_15.xdi"
+    out = tmp_path / "none.csv"
+    command = [
+        str(BIN / "xasflow"),
+        "predict",
+        str(bad),
+        "--checkpoint",
+        str(tiny_run / "results/models/cnn/model.ckpt"),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env())
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0]
+    assert not out.exists()
+
+
+def test_bad_config_key_fails_before_any_job(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["spectra"]["fms_radios"] = 5.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, bad)
+    assert result.returncode != 0
+    assert "spectra.fms_radios" in result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_wrong_type_fails_naming_the_key(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["spectra"]["batch_size"] = "two"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, bad, "-n")
+    assert result.returncode != 0
+    assert "spectra.batch_size" in result.stderr and "integer" in result.stderr
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
