@@ -2,7 +2,12 @@ import json
 import sys
 from pathlib import Path
 
-from xasflow.config import ConfigError, batches_for, validate_config
+from xasflow.config import (
+    ConfigError,
+    batch_runtime_minutes,
+    batches_for,
+    validate_config,
+)
 
 
 try:
@@ -47,13 +52,22 @@ def sites_config_json(wildcards):
             "systems": {wildcards.system: config["systems"][wildcards.system]},
             "absorber": config["absorber"],
             "sampling": config["sampling"],
-            "spectra": {"batch_size": config["spectra"]["batch_size"]},
+            "spectra": {
+                key: config["spectra"].get(key)
+                for key in BATCHING_KEYS
+            },
         }
     )
 
 
+BATCHING_KEYS = ("batch_size", "target_batch_minutes", "seconds_per_site")
+
+
 def spectra_config_json(wildcards):
-    return _json({"spectra": config["spectra"]})
+    """FEFF physics only: re-batching does not by itself rerun a calculation's settings."""
+    return _json(
+        {"spectra": {key: value for key, value in config["spectra"].items() if key not in BATCHING_KEYS}}
+    )
 
 
 def dataset_config_json(wildcards):
@@ -101,6 +115,11 @@ def get_md_records(wildcards=None):
 def output_dir(wildcards, output):
     """Folder of a rule's first output."""
     return str(Path(output[0]).parent)
+
+
+def feff_batch_runtime(wildcards):
+    """Minutes of wall time a spectrum batch may take on a cluster."""
+    return batch_runtime_minutes(config)
 
 
 def batch_number(wildcards):

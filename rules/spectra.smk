@@ -13,7 +13,7 @@ rule feff_batch:
         batch=batch_number,
     threads: 1
     resources:
-        runtime=120,
+        runtime=feff_batch_runtime,
         mem_mb=2000,
     conda:
         "../envs/xasflow.yaml"

@@ -63,7 +63,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
-    from xasflow.config import sites_for
+    from xasflow.config import batch_size, sites_for
     from xasflow.structures.pipeline import read_labels
     from xasflow.structures.sampling import sample_sites, write_manifest
 
@@ -76,7 +76,7 @@ def cmd_sites(args: argparse.Namespace) -> int:
         n_sites=sites_for(config, args.system),
         strategy=spec.get("sampling_strategy", config["sampling"]["strategy"]),
         seed=config["sampling"]["seed"],
-        batch_size=config["spectra"]["batch_size"],
+        batch_size=batch_size(config),
     )
     write_manifest(choices, args.out)
     logger.info("%s: %d sites in %d batches", args.system, len(choices), choices[-1].batch + 1)

@@ -145,7 +145,20 @@ def sites_for(config: dict, system: str) -> int:
     return int(config["systems"][system].get("n_sites", config["sampling"]["sites_per_system"]))
 
 
+def batch_size(config: dict) -> int:
+    """Sites per spectrum job: ``spectra.batch_size``, or sized to ``spectra.target_batch_minutes``."""
+    spectra = config["spectra"]
+    if spectra.get("target_batch_minutes"):
+        return max(1, int(spectra["target_batch_minutes"] * 60 // spectra["seconds_per_site"]))
+    return int(spectra["batch_size"])
+
+
 def batches_for(config: dict, system: str) -> int:
     """Number of spectrum batches (Snakemake jobs) for ``system``."""
-    batch_size = config["spectra"]["batch_size"]
-    return -(-sites_for(config, system) // batch_size)
+    return -(-sites_for(config, system) // batch_size(config))
+
+
+def batch_runtime_minutes(config: dict) -> int:
+    """SLURM runtime to request for one spectrum batch: 3x the estimate, plus 10 minutes."""
+    estimate = batch_size(config) * config["spectra"]["seconds_per_site"] / 60
+    return int(3 * estimate) + 10

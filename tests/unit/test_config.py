@@ -94,3 +94,19 @@ def test_batches_cover_the_sites():
 def test_default_config_round_trips_through_yaml():
     config = load_config(ROOT / "config.yaml")
     assert validate_config(yaml.safe_load(yaml.safe_dump(config))) == config
+
+
+def test_batches_sized_to_a_target_time_keep_a_large_dataset_to_a_few_hundred_jobs():
+    from xasflow.config import batch_runtime_minutes, batch_size
+
+    raw = _minimal()
+    raw["systems"] = {f"np{index}": raw["systems"]["np"] for index in range(10)}
+    raw["sampling"] = {"sites_per_system": 5000}  # 50,000 spectra
+    raw["spectra"] = {"target_batch_minutes": 60, "seconds_per_site": 10}
+    config = validate_config(raw)
+    assert batch_size(config) == 360
+    jobs = sum(batches_for(config, system) for system in config["systems"])
+    assert jobs == 10 * 14  # ceil(5000 / 360) per system
+    assert batch_runtime_minutes(config) == 3 * 60 + 10
+    raw["spectra"] = {"batch_size": 7}
+    assert batch_size(validate_config(raw)) == 7

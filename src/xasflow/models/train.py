@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -144,11 +145,14 @@ def train_model(dataset_path: str | Path, params: TrainParams, out_dir: str | Pa
     # the Trainer switches torch to deterministic algorithms process-wide; restore the caller's choice
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    # deterministic cuBLAS on GPUs needs a fixed workspace; harmless on CPU
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     csv_logger = CSVLogger(save_dir=out_dir, name="logs", version="")
     try:
         trainer = pl.Trainer(
             max_epochs=params.max_epochs,
-            accelerator="cpu",
+            # a GPU when the job has one (the SLURM profile asks for it), else the CPU
+            accelerator="auto",
             devices=1,
             deterministic=True,
             logger=csv_logger,
