@@ -64,10 +64,20 @@ BATCHING_KEYS = ("batch_size", "target_batch_minutes", "seconds_per_site")
 
 
 def spectra_config_json(wildcards):
-    """FEFF physics only: re-batching does not by itself rerun a calculation's settings."""
+    """Engine settings only (and this system's engine choice): re-batching or moving the cache
+    does not rerun calculations."""
+    skipped = (*BATCHING_KEYS, "cache_dir")
     return _json(
-        {"spectra": {key: value for key, value in config["spectra"].items() if key not in BATCHING_KEYS}}
+        {
+            "spectra": {key: value for key, value in config["spectra"].items() if key not in skipped},
+            "engine": config["systems"][wildcards.system].get("engine", config["spectra"]["engine"]),
+        }
     )
+
+
+def cache_argument(wildcards):
+    cache_dir = config["spectra"].get("cache_dir")
+    return f"--cache-dir {cache_dir}" if cache_dir else ""
 
 
 def dataset_config_json(wildcards):

@@ -11,6 +11,7 @@ rule feff_batch:
         config_json=spectra_config_json,
         out_dir=output_dir,
         batch=batch_number,
+        cache=cache_argument,
     threads: 1
     resources:
         runtime=feff_batch_runtime,
@@ -19,4 +20,4 @@ rule feff_batch:
         "../envs/xasflow.yaml"
     shell:
         "xasflow spectra run --config-json {params.config_json:q} --manifest {input.manifest} "
-        "--snapshots {input.snapshots} --batch {params.batch} --out-dir {params.out_dir} > {log} 2>&1"
+        "--snapshots {input.snapshots} --batch {params.batch} --out-dir {params.out_dir} {params.cache} > {log} 2>&1"

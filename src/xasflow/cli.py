@@ -85,11 +85,15 @@ def cmd_sites(args: argparse.Namespace) -> int:
 
 def cmd_spectra_run(args: argparse.Namespace) -> int:
     from xasflow.spectra.batch import run_batch
-    from xasflow.spectra.feff import FeffParams
+    from xasflow.spectra.cache import SpectrumCache
+    from xasflow.spectra.engines import build_engine
 
     config = _config(args)
+    spectra = config["spectra"]
+    engine = build_engine(spectra, config.get("engine"))
+    cache = SpectrumCache(args.cache_dir) if args.cache_dir else None
     counts = run_batch(
-        args.manifest, args.snapshots, args.batch, FeffParams.from_config(config["spectra"]), args.out_dir
+        args.manifest, args.snapshots, args.batch, engine, args.out_dir, cache, spectra["cluster_radius"]
     )
     logger.info("batch %s: %s", args.out_dir, counts)
     return 0
@@ -205,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--snapshots", required=True)
     run.add_argument("--batch", type=int, required=True)
     run.add_argument("--out-dir", required=True)
+    run.add_argument("--cache-dir", help="content-addressed cache of computed spectra (shared by jobs)")
     run.set_defaults(handler=cmd_spectra_run)
 
     dataset = commands.add_parser("dataset", help="assemble batches into the zarr dataset")

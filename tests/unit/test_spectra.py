@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from xasflow.spectra.batch import read_batch, run_batch
+from xasflow.spectra.cache import SpectrumCache
+from xasflow.spectra.engines import Feff10Engine
 from xasflow.spectra.feff import (
     Cluster,
     FeffParams,
@@ -90,13 +92,17 @@ def test_batch_records_a_failed_site_with_its_reason_and_keeps_the_others(tmp_pa
     manifest = write_manifest(sites, tmp_path / "sites.csv")
     # an impossible tolerance makes FEFF's own (physical) result fail the post-edge check
     strict = FeffParams(**{**FAST.__dict__, "post_edge_tolerance": 1e-6})
-    counts = run_batch(manifest, snapshots, 0, strict, tmp_path / "batch_000")
-    assert counts == {"requested": 2, "succeeded": 0, "failed": 2}
+    counts = run_batch(manifest, snapshots, 0, Feff10Engine(strict), tmp_path / "batch_000", None, 5.0)
+    assert counts == {"requested": 2, "succeeded": 0, "failed": 2, "computed": 2, "cached": 0}
     rows = read_batch(tmp_path / "batch_000")
     assert all("not within 1e-06 of 1" in row["reason"] for row in rows)
     assert all((tmp_path / "batch_000" / row["directory"] / "log.dat").exists() for row in rows)
 
-    counts = run_batch(manifest, snapshots, 0, FAST, tmp_path / "batch_ok")
-    assert counts == {"requested": 2, "succeeded": 2, "failed": 0}
+    cache = SpectrumCache(tmp_path / "cache")
+    counts = run_batch(manifest, snapshots, 0, Feff10Engine(FAST), tmp_path / "batch_ok", cache, 5.0)
+    assert counts == {"requested": 2, "succeeded": 2, "failed": 0, "computed": 2, "cached": 0}
+    # failed results are never cached; successful ones are reused by the next run
+    counts = run_batch(manifest, snapshots, 0, Feff10Engine(FAST), tmp_path / "batch_again", cache, 5.0)
+    assert counts == {"requested": 2, "succeeded": 2, "failed": 0, "computed": 0, "cached": 2}
     rows = read_batch(tmp_path / "batch_ok")
     assert all(row["mu"].shape == row["energy"].shape for row in rows)

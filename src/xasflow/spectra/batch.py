@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xasflow.spectra.feff import FeffParams, cut_cluster, run_site
+from xasflow.spectra.cache import SpectrumCache
+from xasflow.spectra.engines import Engine, run_site_cached
+from xasflow.spectra.feff import cut_cluster
 from xasflow.structures.pipeline import read_snapshots
 from xasflow.structures.sampling import read_manifest
 
@@ -25,6 +27,9 @@ RESULT_COLUMNS = (
     "element",
     "status",
     "reason",
+    "engine",
+    "cache_hit",
+    "cache_key",
     "feff_seconds",
     "wall_seconds",
     "directory",
@@ -39,10 +44,16 @@ def run_batch(
     manifest_path: str | Path,
     snapshots_path: str | Path,
     batch: int,
-    params: FeffParams,
+    engine: Engine,
     out_dir: str | Path,
+    cache: SpectrumCache | None = None,
+    cluster_radius: float = 6.0,
 ) -> dict[str, int]:
-    """Compute every site of ``batch`` listed in the manifest; return counts of ok/failed."""
+    """Compute every site of ``batch`` listed in the manifest; return counts.
+
+    ``cluster_radius`` (Angstrom) is the cut around each absorber. Counts: requested,
+    succeeded, failed, computed (engine runs) and cached (results reused from ``cache``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sites = [choice for choice in read_manifest(manifest_path) if choice.batch == batch]
@@ -55,11 +66,13 @@ def run_batch(
             raise ValueError(
                 f"{manifest_path}: frame {choice.frame} not in {snapshots_path} ({len(snapshots)} frames)"
             )
-        cluster = cut_cluster(snapshots[choice.frame], choice.site, params.cluster_radius)
+        cluster = cut_cluster(snapshots[choice.frame], choice.site, cluster_radius)
         title = f"{choice.system} frame {choice.frame} site {choice.site} {choice.element}"
         directory = site_directory(out_dir, choice.frame, choice.site, choice.element)
-        result = run_site(cluster, params, directory, title)
-        logger.info("%s: %s in %.1f s", title, result.status, result.wall_seconds)
+        outcome = run_site_cached(engine, cache, cluster, directory, title)
+        result = outcome.result
+        suffix = " (cached)" if outcome.cache_hit else ""
+        logger.info("%s: %s in %.1f s%s", title, result.status, result.wall_seconds, suffix)
         rows.append(
             {
                 "system": choice.system,
@@ -68,6 +81,9 @@ def run_batch(
                 "element": choice.element,
                 "status": result.status,
                 "reason": result.reason,
+                "engine": engine.name,
+                "cache_hit": int(outcome.cache_hit),
+                "cache_key": outcome.cache_key,
                 "feff_seconds": f"{result.feff_seconds:.3f}",
                 "wall_seconds": f"{result.wall_seconds:.3f}",
                 "directory": str(directory.relative_to(out_dir)),
@@ -85,7 +101,14 @@ def run_batch(
         writer.writerows(rows)
     (out_dir / "results.csv.partial").replace(out_dir / "results.csv")
     failed = sum(row["status"] == "failed" for row in rows)
-    return {"requested": len(rows), "succeeded": len(rows) - failed, "failed": failed}
+    cached = sum(row["cache_hit"] for row in rows)
+    return {
+        "requested": len(rows),
+        "succeeded": len(rows) - failed,
+        "failed": failed,
+        "computed": len(rows) - cached,
+        "cached": cached,
+    }
 
 
 def read_batch(batch_dir: str | Path) -> list[dict]:

@@ -1,4 +1,10 @@
-"""FEFF10 (embedded, ``feff10-rs``) XANES: input generator -> runner -> parser -> sanity check.
+"""FEFF: input generator -> runner -> parser -> sanity check.
+
+Two runners share one input generator: the embedded FEFF10 of the ``feff10-rs`` wheel, and a
+FEFF executable (a cluster's ``feff`` module, or FEFF 8.5L's module programs) run as a
+subprocess in the site directory with a timeout. ``mode`` selects XANES (full multiple
+scattering) or EXAFS (path expansion); ``dialect`` writes FEFF10/9 cards or FEFF8 ones (FEFF8
+has no COREHOLE/EGRID cards and takes the edge and S02 in HOLE).
 
 Each site runs in its own directory ``{batch_dir}/{frame:03d}_{site:04d}_{El}/`` which keeps
 ``feff.inp``, FEFF's logs (``log*.dat``), ``xmu.dat`` and ``params.json``; FEFF's large binary
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +30,8 @@ from xasflow import __version__
 
 logger = logging.getLogger(__name__)
 
-KEEP_FILES = ("feff.inp", "xmu.dat", "params.json")
+KEEP_FILES = ("feff.inp", "xmu.dat", "chi.dat", "params.json", "feff.log")
+EDGE_INDEX = {"K": 1, "L1": 2, "L2": 3, "L3": 4}
 CORE_HOLE_CARDS = {"FSR": "COREHOLE FSR", "RPA": "COREHOLE RPA", "none": "COREHOLE NONE"}
 
 
@@ -43,6 +51,20 @@ class FeffParams:
     energy_step: float = 1.0
     time_limit: float = 900.0
     post_edge_tolerance: float = 0.35
+    edge_tolerance: float = 30.0
+    mode: str = "xanes"
+    dialect: str = "feff10"
+    exafs_kmax: float = 16.0
+
+    def __post_init__(self):
+        if self.mode not in ("xanes", "exafs"):
+            raise ValueError(f"FEFF mode '{self.mode}' is not known; use 'xanes' or 'exafs'")
+        if self.dialect not in ("feff10", "feff8"):
+            raise ValueError(f"FEFF dialect '{self.dialect}' is not known; use 'feff10' or 'feff8'")
+        if self.edge not in EDGE_INDEX:
+            raise ValueError(f"edge '{self.edge}' is not known; use one of {sorted(EDGE_INDEX)}")
+        if self.dialect == "feff8" and self.mode == "xanes":
+            raise ValueError("FEFF 8.5L (dialect feff8) has no full multiple scattering: use mode 'exafs'")
 
     @classmethod
     def from_config(cls, spectra: dict) -> FeffParams:
@@ -72,7 +94,7 @@ def cut_cluster(atoms: Atoms, absorber_index: int, radius: float) -> Cluster:
 
 
 def feff_input(cluster: Cluster, params: FeffParams, title: str) -> str:
-    """Text of ``feff.inp`` for Cu-like XANES with full multiple scattering.
+    """Text of ``feff.inp``: XANES with full multiple scattering, or EXAFS by path expansion.
 
     Unique potentials: 0 for the absorber, then one per element present in the cluster, with
     the stoichiometry column (xnatph) set to the number of such atoms so FEFF10's potential
@@ -82,22 +104,28 @@ def feff_input(cluster: Cluster, params: FeffParams, title: str) -> str:
     elements = sorted(set(cluster.symbols[1:]), key=lambda symbol: atomic_numbers[symbol])
     potential_of = {symbol: index + 1 for index, symbol in enumerate(elements)}
     counts = {symbol: cluster.symbols[1:].count(symbol) for symbol in elements}
-    lines = [
-        f"TITLE {title}",
-        f"EDGE {params.edge}",
-        f"S02 {params.s02}",
-        "CONTROL 1 1 1 1 1 1",
-        "PRINT 0 0 0 0 0 0",
-        "EXCHANGE 0 0 0 -1",
-        CORE_HOLE_CARDS[params.core_hole],
-        f"XANES 4 {params.energy_step / 10:.3f} 0.1",
-        f"FMS {params.fms_radius} 0",
-    ]
+    lines = [f"TITLE {title}", "CONTROL 1 1 1 1 1 1", "PRINT 0 0 0 0 0 0"]
+    if params.dialect == "feff8":
+        lines += [f"HOLE {EDGE_INDEX[params.edge]} {params.s02}", "EXCHANGE 0 0 0"]
+    else:
+        lines += [
+            f"EDGE {params.edge}",
+            f"S02 {params.s02}",
+            "EXCHANGE 0 0 0 -1",
+            CORE_HOLE_CARDS[params.core_hole],
+        ]
     if params.scf:
         lines.append(f"SCF {params.scf_radius} 0 30 0.1 1")
+    if params.mode == "xanes":
+        lines += [
+            f"XANES 4 {params.energy_step / 10:.3f} 0.1",
+            f"FMS {params.fms_radius} 0",
+            "EGRID",
+            f"e_grid {params.energy_min} {params.energy_max} {params.energy_step}",
+        ]
+    else:
+        lines += [f"EXAFS {params.exafs_kmax}", f"RPATH {params.cluster_radius}"]
     lines += [
-        "EGRID",
-        f"e_grid {params.energy_min} {params.energy_max} {params.energy_step}",
         "",
         "POTENTIALS",
         "*  ipot  Z  tag  lmax1  lmax2  xnatph",
@@ -156,33 +184,94 @@ def check_spectrum(relative_energy: np.ndarray, mu: np.ndarray, tolerance: float
     return ""
 
 
-def run_site(cluster: Cluster, params: FeffParams, directory: str | Path, title: str) -> SpectrumResult:
-    """Run FEFF10 for one cluster in ``directory``; never raises for a FEFF failure."""
-    import feff10
+def check_edge_position(
+    energy: np.ndarray, mu: np.ndarray, absorber: str, edge: str, tolerance: float
+) -> str:
+    """Empty string if the half-step energy of ``mu`` lies within ``tolerance`` eV of the
+    tabulated edge of ``absorber`` (xraydb), else the reason. FEFF without SCF places edges
+    within ~10 eV of the tabulated value; a larger offset means a wrong absorber or edge."""
+    import xraydb
 
-    directory = Path(directory)
+    from xasflow.experiment.alignment import half_step_energy
+
+    tabulated = float(xraydb.xray_edge(absorber, edge).energy)
+    try:
+        edge_energy = half_step_energy(energy, mu)  # FEFF normalizes mu to ~1 above the edge
+    except ValueError as error:
+        return f"no absorption edge found ({error})"
+    if abs(edge_energy - tabulated) > tolerance:
+        offset = edge_energy - tabulated
+        return (
+            f"edge at {edge_energy:.1f} eV is {offset:+.1f} eV from the tabulated "
+            f"{absorber} {edge} edge ({tabulated:.1f} eV)"
+        )
+    return ""
+
+
+def _prepare(cluster: Cluster, params: FeffParams, directory: Path, title: str, engine: dict) -> str:
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     text = feff_input(cluster, params, title)
     (directory / "feff.inp").write_text(text)
-    (directory / "params.json").write_text(
-        json.dumps(
-            {
-                "title": title,
-                "n_atoms_cluster": len(cluster.symbols),
-                "feff": asdict(params),
-                "engine": "feff10-rs",
-                "engine_version": getattr(feff10, "__version__", "unknown"),
-                "xasflow_version": __version__,
-            },
-            indent=2,
-        )
+    record = {
+        "title": title,
+        "n_atoms_cluster": len(cluster.symbols),
+        "feff": asdict(params),
+        **engine,
+        "xasflow_version": __version__,
+    }
+    (directory / "params.json").write_text(json.dumps(record, indent=2))
+    return text
+
+
+def _finish(
+    cluster: Cluster,
+    params: FeffParams,
+    directory: Path,
+    title: str,
+    reason: str,
+    engine_seconds: float,
+    started: float,
+) -> SpectrumResult:
+    """Read and check ``xmu.dat`` unless the run already failed; prune; build the result."""
+    energy = mu = None
+    xmu_path = directory / "xmu.dat"
+    if not reason:
+        if not xmu_path.is_file():
+            reason = "FEFF finished but wrote no xmu.dat"
+        else:
+            try:
+                energy, relative, mu = read_xmu(xmu_path)
+                reason = check_spectrum(relative, mu, params.post_edge_tolerance) or check_edge_position(
+                    energy, mu, cluster.symbols[0], params.edge, params.edge_tolerance
+                )
+            except ValueError as error:
+                reason = f"unreadable xmu.dat: {error}"
+    _prune(directory)
+    if reason:
+        logger.warning("%s: %s (logs in %s)", title, reason, directory)
+    return SpectrumResult(
+        status="failed" if reason else "ok",
+        reason=reason,
+        energy=None if reason else energy,
+        mu=None if reason else mu,
+        feff_seconds=engine_seconds,
+        wall_seconds=time.perf_counter() - started,
+        directory=str(directory),
     )
+
+
+def run_site(cluster: Cluster, params: FeffParams, directory: str | Path, title: str) -> SpectrumResult:
+    """Run the embedded FEFF10 for one cluster in ``directory``; never raises for a FEFF failure."""
+    import feff10
+
+    directory = Path(directory)
     started = time.perf_counter()
+    engine = {"engine": "feff10-rs", "engine_version": getattr(feff10, "__version__", "unknown")}
+    text = _prepare(cluster, params, directory, title, engine)
     feff_seconds = 0.0
     reason = ""
-    energy = mu = None
     try:
         feff_input_object = feff10.FeffInput.parse(text)
         config = feff10.FeffConfig(str(directory), feff_input_object, stage_timeout=params.time_limit)
@@ -191,29 +280,31 @@ def run_site(cluster: Cluster, params: FeffParams, directory: str | Path, title:
     except (feff10.FeffError, OSError, TimeoutError) as error:  # recorded per site, never raised
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         reason = f"FEFF10 failed: {type(error).__name__}: {message}"
-    xmu_path = directory / "xmu.dat"
-    if not reason:
-        if not xmu_path.is_file():
-            reason = "FEFF10 finished but wrote no xmu.dat"
-        else:
-            try:
-                energy, relative, mu = read_xmu(xmu_path)
-                reason = check_spectrum(relative, mu, params.post_edge_tolerance)
-            except ValueError as error:
-                reason = f"unreadable xmu.dat: {error}"
-    _prune(directory)
-    status = "failed" if reason else "ok"
-    if reason:
-        logger.warning("%s: %s (logs in %s)", title, reason, directory)
-    return SpectrumResult(
-        status=status,
-        reason=reason,
-        energy=None if reason else energy,
-        mu=None if reason else mu,
-        feff_seconds=feff_seconds,
-        wall_seconds=time.perf_counter() - started,
-        directory=str(directory),
-    )
+    return _finish(cluster, params, directory, title, reason, feff_seconds, started)
+
+
+def run_site_executable(
+    cluster: Cluster, params: FeffParams, command: tuple[str, ...], directory: str | Path, title: str
+) -> SpectrumResult:
+    """Run a FEFF executable (``command``, e.g. ``("feff",)`` or FEFF8L's module script) with
+    ``cwd=directory`` and a timeout of ``params.time_limit`` seconds; output goes to feff.log."""
+    directory = Path(directory)
+    started = time.perf_counter()
+    _prepare(cluster, params, directory, title, {"engine": "feff-executable", "command": list(command)})
+    reason = ""
+    with open(directory / "feff.log", "w") as log:
+        try:
+            completed = subprocess.run(
+                list(command), cwd=directory, stdout=log, stderr=subprocess.STDOUT, timeout=params.time_limit
+            )
+            if completed.returncode != 0:
+                reason = f"FEFF executable failed: exit code {completed.returncode}"
+        except FileNotFoundError as error:
+            reason = f"FEFF executable not found: {error.filename or command[0]}"
+        except subprocess.TimeoutExpired:
+            reason = f"FEFF executable timed out after {params.time_limit:g} s"
+    engine_seconds = time.perf_counter() - started
+    return _finish(cluster, params, directory, title, reason, engine_seconds, started)
 
 
 def _prune(directory: Path) -> None:

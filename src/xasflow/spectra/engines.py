@@ -1,0 +1,171 @@
+"""Spectrum engines behind one interface, and the cached site runner.
+
+An engine turns a ``Cluster`` into a ``SpectrumResult`` inside a directory it is given. Each
+engine states its name, its version and the parameters that change its result; together with
+the rounded geometry these form the cache key, so a calculation already done for the same
+cluster and settings is never run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from xasflow.spectra.cache import SpectrumCache, cache_key
+from xasflow.spectra.feff import Cluster, FeffParams, SpectrumResult, run_site, run_site_executable
+
+logger = logging.getLogger(__name__)
+
+# parameters that decide when to give up or reject, not what is computed
+NOT_IN_KEY = ("time_limit", "post_edge_tolerance", "edge_tolerance")
+
+
+class Engine(Protocol):
+    name: str
+
+    def version(self) -> str: ...
+
+    def key_parameters(self) -> dict: ...
+
+    def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult: ...
+
+
+def _key_parameters(params) -> dict:
+    return {key: value for key, value in asdict(params).items() if key not in NOT_IN_KEY}
+
+
+@dataclass(frozen=True)
+class Feff10Engine:
+    """FEFF10 embedded through the ``feff10-rs`` wheel."""
+
+    params: FeffParams
+    name: str = "feff10"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"feff10-rs {version('feff10-rs')}"
+
+    def key_parameters(self) -> dict:
+        return _key_parameters(self.params)
+
+    def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
+        return run_site(cluster, self.params, directory, title)
+
+
+def _executable_fingerprint(command: tuple[str, ...]) -> str:
+    """Name and SHA-256 prefix of the program a command starts (the last path-like word, so
+    ``mpirun -np 4 /opt/feff/feff`` fingerprints FEFF, not mpirun)."""
+    programs = [word for word in command if shutil.which(word)]
+    program = shutil.which(programs[-1]) if programs else None
+    if program is None:
+        return f"{' '.join(command)} (not found)"
+    digest = hashlib.sha256(Path(program).read_bytes()).hexdigest()[:16]
+    return f"{Path(program).name} sha256:{digest}"
+
+
+@dataclass(frozen=True)
+class FeffExecutableEngine:
+    """A FEFF program run as a subprocess (a cluster's FEFF9/FEFF10, or FEFF 8.5L's modules)."""
+
+    params: FeffParams
+    command: tuple[str, ...]
+    name: str = "feff"
+
+    def version(self) -> str:
+        return _executable_fingerprint(self.command)
+
+    def key_parameters(self) -> dict:
+        return _key_parameters(self.params)
+
+    def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
+        return run_site_executable(cluster, self.params, self.command, directory, title)
+
+
+@dataclass(frozen=True)
+class FdmnesEngine:
+    """FDMNES, an executable the user provides (optionally through mpirun or srun)."""
+
+    params: object  # xasflow.spectra.fdmnes.FdmnesParams
+    name: str = "fdmnes"
+
+    def version(self) -> str:
+        return _executable_fingerprint(tuple(self.params.command))
+
+    def key_parameters(self) -> dict:
+        parameters = _key_parameters(self.params)
+        parameters.pop("command", None)  # how it is launched does not change the spectrum
+        return parameters
+
+    def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
+        from xasflow.spectra import fdmnes
+
+        return fdmnes.run_site(cluster, self.params, directory, title)
+
+
+def build_engine(spectra: dict, engine_name: str | None = None) -> Engine:
+    """The engine a validated ``spectra`` config section (and optional per-system override) asks for."""
+    name = engine_name or spectra.get("engine", "feff10")
+    if name == "fdmnes":
+        from xasflow.spectra.fdmnes import FdmnesParams
+
+        settings = dict(spectra.get("fdmnes", {}))
+        if "command" in settings:
+            settings["command"] = tuple(settings["command"])
+        return FdmnesEngine(FdmnesParams(**settings))
+    params = FeffParams.from_config(spectra)
+    if name == "feff10":
+        return Feff10Engine(params)
+    if name == "feff":
+        return FeffExecutableEngine(
+            replace(params, dialect=spectra.get("feff_dialect", "feff10")), tuple(spectra["feff_command"])
+        )
+    raise ValueError(f"spectrum engine '{name}' is not known; use feff10, feff or fdmnes")
+
+
+@dataclass(frozen=True)
+class SiteOutcome:
+    result: SpectrumResult
+    cache_hit: bool
+    cache_key: str
+
+
+def run_site_cached(
+    engine: Engine, cache: SpectrumCache | None, cluster: Cluster, directory: Path, title: str
+) -> SiteOutcome:
+    """Reuse a cached result for this exact cluster and settings, or compute and store it."""
+    key = cache_key(
+        cluster.symbols, cluster.positions, engine.name, engine.version(), engine.key_parameters()
+    )
+    if cache is not None:
+        cached = cache.get(key)
+        if cached is not None:
+            started = time.perf_counter()
+            cache.restore(cached, directory)
+            result = SpectrumResult(
+                status="ok",
+                reason="",
+                energy=np.asarray(cached.energy),
+                mu=np.asarray(cached.mu),
+                feff_seconds=0.0,
+                wall_seconds=time.perf_counter() - started,
+                directory=str(directory),
+            )
+            return SiteOutcome(result, True, key)
+    result = engine.run_site(cluster, directory, title)
+    if cache is not None and result.status == "ok":
+        cache.put(
+            key,
+            result.energy,
+            result.mu,
+            Path(directory),
+            {"engine": engine.name, "engine_version": engine.version(), "first_title": title},
+        )
+    return SiteOutcome(result, False, key)
