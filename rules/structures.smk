@@ -41,6 +41,7 @@ rule labels:
 rule sites:
     input:
         labels=f"{RESULTS}/structures/{{system}}/labels.npz",
+        snapshots=f"{RESULTS}/structures/{{system}}/snapshots.extxyz",
     output:
         f"{RESULTS}/sites/{{system}}.csv",
     log:
@@ -55,4 +56,4 @@ rule sites:
         "../envs/xasflow.yaml"
     shell:
         "xasflow structures sites --config-json {params.config_json:q} --system {wildcards.system} "
-        "--labels {input.labels} --out {output} > {log} 2>&1"
+        "--labels {input.labels} --snapshots {input.snapshots} --out {output} > {log} 2>&1"

@@ -63,21 +63,27 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
-    from xasflow.config import batch_size, sites_for
-    from xasflow.structures.pipeline import read_labels
-    from xasflow.structures.sampling import sample_sites, write_manifest
+    from xasflow.config import batch_size, sampling_strategy, sites_for
+    from xasflow.structures.pipeline import read_labels, read_snapshots
+    from xasflow.structures.sampling import sample_inequivalent_sites, sample_sites, write_manifest
 
     config = _config(args)
-    spec = _system(config, args.system)
-    choices = sample_sites(
-        read_labels(args.labels),
-        system=args.system,
-        absorber=config["absorber"],
-        n_sites=sites_for(config, args.system),
-        strategy=spec.get("sampling_strategy", config["sampling"]["strategy"]),
-        seed=config["sampling"]["seed"],
-        batch_size=batch_size(config),
-    )
+    strategy = sampling_strategy(config, args.system)
+    labels = read_labels(args.labels)
+    if strategy == "inequivalent":
+        choices = sample_inequivalent_sites(
+            read_snapshots(args.snapshots)[0], labels, args.system, config["absorber"], batch_size(config)
+        )
+    else:
+        choices = sample_sites(
+            labels,
+            system=args.system,
+            absorber=config["absorber"],
+            n_sites=sites_for(config, args.system),
+            strategy=strategy,
+            seed=config["sampling"]["seed"],
+            batch_size=batch_size(config),
+        )
     write_manifest(choices, args.out)
     logger.info("%s: %d sites in %d batches", args.system, len(choices), choices[-1].batch + 1)
     return 0
@@ -197,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sites)
     sites.add_argument("--system", required=True)
     sites.add_argument("--labels", required=True)
+    sites.add_argument("--snapshots", required=True, help="needed by the inequivalent strategy")
     sites.add_argument("--out", required=True)
     sites.set_defaults(handler=cmd_sites)
 

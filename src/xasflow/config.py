@@ -79,6 +79,17 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 
 def _check_system(name: str, system: dict, source: str) -> None:
+    if system["kind"] != "crystal":
+        for key in ("temperature", "potential"):
+            if key not in system:
+                raise ConfigError(
+                    f"{source}: config key 'systems.{name}.{key}' is required for {system['kind']}"
+                )
+    if system.get("sampling_strategy") == "inequivalent" and system["kind"] != "crystal":
+        raise ConfigError(
+            f"{source}: config key 'systems.{name}.sampling_strategy': inequivalent needs kind crystal "
+            "(MD snapshots have no symmetry)"
+        )
     if system["kind"] == "nanoparticle":
         for key in ("shape", "shells"):
             if key not in system:
@@ -141,7 +152,19 @@ def config_hash(section: Any) -> str:
 
 
 def sites_for(config: dict, system: str) -> int:
-    """Number of absorbing sites requested for ``system``."""
+    """Number of absorbing sites requested for ``system``.
+
+    For a static crystal sampled by symmetry this is the number of inequivalent absorbers,
+    known from the config alone (the ideal lattice is the structure), so Snakemake can plan
+    the batches before anything runs.
+    """
+    if sampling_strategy(config, system) == "inequivalent":
+        from xasflow.spectra.symmetry import inequivalent_sites
+        from xasflow.structures.pipeline import initial_structure
+
+        return len(
+            inequivalent_sites(initial_structure(config["systems"][system]), element=config["absorber"])
+        )
     return int(config["systems"][system].get("n_sites", config["sampling"]["sites_per_system"]))
 
 
@@ -151,6 +174,13 @@ def batch_size(config: dict) -> int:
     if spectra.get("target_batch_minutes"):
         return max(1, int(spectra["target_batch_minutes"] * 60 // spectra["seconds_per_site"]))
     return int(spectra["batch_size"])
+
+
+def sampling_strategy(config: dict, system: str) -> str:
+    """The site-sampling strategy of ``system`` (a static crystal defaults to inequivalent)."""
+    spec = config["systems"][system]
+    default = "inequivalent" if spec["kind"] == "crystal" else config["sampling"]["strategy"]
+    return spec.get("sampling_strategy", default)
 
 
 def batches_for(config: dict, system: str) -> int:

@@ -66,6 +66,7 @@ def test_dataset_holds_every_requested_spectrum_with_labels(tiny_run):
     assert dataset.sizes["spectrum"] == summary["succeeded"]
     assert set(dataset["system"].values.tolist()) <= set(config["systems"])
     assert dataset.sizes["energy"] == 39 and dataset.sizes["r"] == config["labels"]["n_r"]
+    assert sites_for(config, "crystal_Cu") == 1
     mu = dataset["mu"].values
     energy = dataset["energy"].values
     assert np.all(mu[:, energy < -8].mean(axis=1) < 0.3)  # below the edge
@@ -74,6 +75,10 @@ def test_dataset_holds_every_requested_spectrum_with_labels(tiny_run):
     assert np.all((cn >= 3) & (cn <= 12))
     bulk = dataset["system"].values == "bulk_300K"
     assert np.all(cn[bulk] == 12) and not dataset["surface"].values[bulk].any()
+    # the static crystal is computed once, standing for its 108 equivalent atoms
+    crystal = dataset["system"].values == "crystal_Cu"
+    assert crystal.sum() == 1 and dataset["multiplicity"].values[crystal][0] == 108
+    assert np.all(dataset["multiplicity"].values[~crystal] == 1)
     provenance = json.loads(dataset.attrs["provenance"])
     assert provenance["packages"]["feff10-rs"] == "0.2.4"
     assert provenance["spectra"]["fms_radius"] == config["spectra"]["fms_radius"]

@@ -135,3 +135,21 @@ def test_sampling_never_exceeds_the_candidates():
     assert len(sample_sites(labels, "np", "Cu", 50, "uniform", seed=1, batch_size=8)) == 4
     with pytest.raises(ValueError, match="no Pt atoms"):
         sample_sites(labels, "np", "Pt", 2, "uniform", seed=1, batch_size=8)
+
+
+def test_inequivalent_sampling_of_a_static_crystal_keeps_multiplicities():
+    from xasflow.spectra.symmetry import inequivalent_sites
+    from xasflow.structures.sampling import sample_inequivalent_sites
+
+    atoms = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((2, 2, 2))
+    labels = compute_site_labels(atoms, LabelParams(cn_cutoff=2.6))
+    arrays = {
+        "frame": np.zeros(len(atoms), int),
+        "site": np.arange(len(atoms)),
+        "element": labels.element,
+        "coordination_number": labels.coordination_number,
+        "surface": labels.surface,
+    }
+    choice = sample_inequivalent_sites(atoms, arrays, "fe", "Fe", batch_size=4)
+    assert len(choice) == len(inequivalent_sites(atoms, element="Fe")) == 1
+    assert choice[0].multiplicity == 16 and choice[0].coordination_number == 8

@@ -73,7 +73,8 @@ def assemble(
 ) -> dict:
     """Write the dataset, the failures table and the summary; return the summary dict."""
     grid = EnergyGrid(**config["dataset"]).values
-    requested = {(c.system, c.frame, c.site) for m in manifests for c in read_manifest(m)}
+    choices = {(c.system, c.frame, c.site): c for m in manifests for c in read_manifest(m)}
+    requested = set(choices)
     rows = [row for batch_dir in batch_dirs for row in read_batch(batch_dir)]
     seen = {(row["system"], row["frame"], row["site"]) for row in rows}
     if seen != requested:
@@ -84,7 +85,10 @@ def assemble(
         )
     labels = {system: read_labels(path) for system, path in labels_paths.items()}
     failures = [row for row in rows if row["status"] != "ok"]
-    kept = {key: [] for key in ("system", "frame", "site", "absorber", "mu", "e0", "cn", "rdf", "surface")}
+    kept = {
+        key: []
+        for key in ("system", "frame", "site", "absorber", "mu", "e0", "cn", "rdf", "surface", "multiplicity")
+    }
     for row in rows:
         if row["status"] != "ok":
             continue
@@ -114,6 +118,7 @@ def assemble(
         kept["cn"].append(system_labels["coordination_number"][label_row])
         kept["rdf"].append(system_labels["rdf"][label_row])
         kept["surface"].append(system_labels["surface"][label_row])
+        kept["multiplicity"].append(choices[(row["system"], row["frame"], row["site"])].multiplicity)
     summary = {
         "requested": len(rows),
         "succeeded": len(kept["mu"]),
@@ -159,6 +164,7 @@ def assemble(
         frame=np.asarray(kept["frame"]),
         site=np.asarray(kept["site"]),
         absorber=kept["absorber"],
+        multiplicity=np.asarray(kept["multiplicity"]),
         attrs={
             "xasflow_version": __version__,
             "config_hash": config_hash(hashed),

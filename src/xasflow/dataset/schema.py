@@ -19,6 +19,7 @@ Data variables
 ``coordination_number``  (spectrum,) first-shell coordination number of the absorber
 ``rdf``                  (spectrum, r) partial RDF g(r) around the absorber
 ``surface``              (spectrum,) 1 where the absorber is a surface atom, else 0
+``multiplicity``         (spectrum,) number of equivalent atoms the site stands for (1 for MD)
 
 ``validate`` is called by the writer before writing and by every reader after opening, so a
 store produced by another version or edited by hand fails early with a clear message.
@@ -64,6 +65,9 @@ DATA_VARS: dict[str, VariableSpec] = {
     ),
     "rdf": VariableSpec(("spectrum", "r"), "", "partial radial distribution g(r) around absorber", "f"),
     "surface": VariableSpec(("spectrum",), "", "1 if the absorber is a surface atom", "i"),
+    "multiplicity": VariableSpec(
+        ("spectrum",), "", "atoms this spectrum stands for (symmetry-equivalent sites of a crystal)", "i"
+    ),
 }
 
 REQUIRED_ATTRS = ("schema_version", "xasflow_version", "config_hash", "provenance")
@@ -130,6 +134,7 @@ def build_dataset(
     site: np.ndarray,
     absorber: list[str],
     attrs: dict,
+    multiplicity: np.ndarray | None = None,
 ) -> xr.Dataset:
     """Assemble a schema-conforming dataset from plain arrays (shapes as in the module doc)."""
     coords = {
@@ -146,6 +151,12 @@ def build_dataset(
         "coordination_number": ("spectrum", np.asarray(coordination_number, dtype=np.float32)),
         "rdf": (("spectrum", "r"), np.asarray(rdf, dtype=np.float32)),
         "surface": ("spectrum", np.asarray(surface, dtype=np.int8)),
+        "multiplicity": (
+            "spectrum",
+            np.ones(len(system), dtype=np.int32)
+            if multiplicity is None
+            else np.asarray(multiplicity, np.int32),
+        ),
     }
     dataset = xr.Dataset(data_vars=data_vars, coords=coords)
     for name, spec in {**COORDS, **DATA_VARS}.items():

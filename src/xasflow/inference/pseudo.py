@@ -64,14 +64,16 @@ def make_pseudo_experiment(
             for site_e0, mu in zip(e0, selected["mu"].values, strict=True)
         ]
     )
-    averaged = gaussian_broaden(energy, spectra.mean(axis=0), params.broadening)
+    # a symmetry-reduced crystal site stands for `multiplicity` atoms
+    weights = selected["multiplicity"].values.astype(float)
+    averaged = gaussian_broaden(energy, np.average(spectra, axis=0, weights=weights), params.broadening)
     rng = np.random.default_rng(params.seed)
     measured = averaged + rng.normal(0.0, params.noise, size=averaged.size)
     truth = {
         "system": params.system,
         "n_sites_averaged": int(selected.sizes["spectrum"]),
-        "coordination_number": float(selected["coordination_number"].values.mean()),
-        "rdf": selected["rdf"].values.mean(axis=0).tolist(),
+        "coordination_number": float(np.average(selected["coordination_number"].values, weights=weights)),
+        "rdf": np.average(selected["rdf"].values, axis=0, weights=weights).tolist(),
         "r": dataset["r"].values.tolist(),
         "noise": params.noise,
         "broadening_fwhm_eV": params.broadening,

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 def initial_structure(spec: dict) -> Atoms:
     """Starting structure of one system from its validated config entry."""
-    if spec["kind"] == "bulk":
+    if spec["kind"] in ("bulk", "crystal"):
         return build_bulk(
             BulkSpec(spec["element"], spec["lattice"], spec["lattice_constant"], tuple(spec["supercell"]))
         )
@@ -55,6 +55,8 @@ def simulate_system(system: str, spec: dict, out_dir: str | Path) -> Path:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if spec["kind"] == "crystal":
+        return _static_crystal(system, spec, out_dir)
     potential_file = resolve_potential(spec["potential"]["file"])
     potential = Potential(spec["potential"]["style"], potential_file, (spec["element"],))
     md = spec["md"]
@@ -100,6 +102,20 @@ def simulate_system(system: str, spec: dict, out_dir: str | Path) -> Path:
     partial.replace(snapshots_path)
     (out_dir / "md.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
     logger.info("%s: %d snapshots of %d atoms in %.1f s", system, len(snapshots), len(atoms), seconds)
+    return snapshots_path
+
+
+def _static_crystal(system: str, spec: dict, out_dir: Path) -> Path:
+    """The ideal lattice as the single frame of a crystal system (no MD, no thermal disorder)."""
+    atoms = initial_structure(spec)
+    atoms.info.update({"system": system, "frame": 0, "md": "none (static crystal)"})
+    snapshots_path = out_dir / "snapshots.extxyz"
+    partial = snapshots_path.with_suffix(".extxyz.partial")
+    ase.io.write(partial, [atoms], format="extxyz")
+    partial.replace(snapshots_path)
+    provenance = {"system": system, "n_atoms": len(atoms), "md": "none (static crystal)", "spec": spec}
+    provenance["xasflow_version"] = __version__
+    (out_dir / "md.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
     return snapshots_path
 
 

@@ -8,8 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
-MANIFEST_COLUMNS = ("system", "frame", "site", "element", "coordination_number", "surface", "batch")
+MANIFEST_COLUMNS = (
+    "system",
+    "frame",
+    "site",
+    "element",
+    "coordination_number",
+    "surface",
+    "batch",
+    "multiplicity",
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +31,7 @@ class SiteChoice:
     coordination_number: int
     surface: int
     batch: int
+    multiplicity: int = 1  # atoms this site stands for (symmetry-equivalent copies included)
 
 
 def _system_seed(seed: int, system: str) -> int:
@@ -80,6 +91,32 @@ def sample_sites(
     ]
 
 
+def sample_inequivalent_sites(
+    atoms: Atoms, labels: dict[str, np.ndarray], system: str, absorber: str, batch_size: int
+) -> list[SiteChoice]:
+    """Every symmetry-inequivalent ``absorber`` of a static crystal (frame 0), once, with its
+    multiplicity; averages over the crystal weight each spectrum by that multiplicity."""
+    from xasflow.spectra.symmetry import inequivalent_sites
+
+    classes = inequivalent_sites(atoms, element=absorber)
+    if not classes:
+        raise ValueError(f"system '{system}' has no {absorber} atoms to use as absorbers")
+    frame0 = labels["frame"] == 0
+    return [
+        SiteChoice(
+            system=system,
+            frame=0,
+            site=site.index,
+            element=site.element,
+            coordination_number=int(labels["coordination_number"][frame0][site.index]),
+            surface=int(labels["surface"][frame0][site.index]),
+            batch=position // batch_size,
+            multiplicity=site.multiplicity,
+        )
+        for position, site in enumerate(classes)
+    ]
+
+
 def write_manifest(choices: list[SiteChoice], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +145,7 @@ def read_manifest(path: str | Path) -> list[SiteChoice]:
                 coordination_number=int(row["coordination_number"]),
                 surface=int(row["surface"]),
                 batch=int(row["batch"]),
+                multiplicity=int(row["multiplicity"]),
             )
             for row in reader
         ]
