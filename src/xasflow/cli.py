@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from xasflow import __version__
 from xasflow.config import ConfigError, load_config
@@ -102,6 +103,43 @@ def cmd_spectra_run(args: argparse.Namespace) -> int:
         args.manifest, args.snapshots, args.batch, engine, args.out_dir, cache, spectra["cluster_radius"]
     )
     logger.info("batch %s: %s", args.out_dir, counts)
+    return 0
+
+
+def _engine_for(config: dict, system: str | None):
+    from xasflow.spectra.engines import build_engine
+
+    override = config["systems"].get(system, {}).get("engine") if system else None
+    return build_engine(config["spectra"], override or config.get("engine"))
+
+
+def cmd_spectra_generate(args: argparse.Namespace) -> int:
+    from xasflow.spectra.feff import cut_cluster
+    from xasflow.structures.pipeline import read_snapshots
+
+    config = _config(args)
+    frames = read_snapshots(args.structure)
+    if not 0 <= args.frame < len(frames):
+        raise ValueError(f"{args.structure}: frame {args.frame} does not exist ({len(frames)} frames)")
+    atoms = frames[args.frame]
+    if not 0 <= args.absorber_index < len(atoms):
+        raise ValueError(
+            f"{args.structure}: absorber index {args.absorber_index} is not in 0..{len(atoms) - 1}"
+        )
+    cluster = cut_cluster(atoms, args.absorber_index, config["spectra"]["cluster_radius"])
+    engine = _engine_for(config, args.system)
+    title = f"{Path(args.structure).name} frame {args.frame} site {args.absorber_index}"
+    path = engine.write_inputs(cluster, Path(args.out_dir), title)
+    print(path)
+    return 0
+
+
+def cmd_spectra_parse(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    config = _config(args)
+    energy, mu = _engine_for(config, args.system).read_spectrum(Path(args.directory))
+    np.savetxt(args.out, np.column_stack([energy, mu]), delimiter=",", header="energy_eV,mu", comments="")
     return 0
 
 
@@ -218,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out-dir", required=True)
     run.add_argument("--cache-dir", help="content-addressed cache of computed spectra (shared by jobs)")
     run.set_defaults(handler=cmd_spectra_run)
+
+    generate = spectra.add_parser("generate", help="write the engine's input files for one site")
+    _add_config(generate)
+    generate.add_argument("--structure", required=True, help="structure file ASE reads (extxyz, cif, ...)")
+    generate.add_argument("--frame", type=int, default=0)
+    generate.add_argument("--absorber-index", type=int, required=True)
+    generate.add_argument("--system", help="take this system's engine choice from the config")
+    generate.add_argument("--out-dir", required=True)
+    generate.set_defaults(handler=cmd_spectra_generate)
+    parse = spectra.add_parser("parse", help="read a finished calculation's spectrum into CSV")
+    _add_config(parse)
+    parse.add_argument("directory", help="calculation directory (holding xmu.dat or FDMNES output)")
+    parse.add_argument("--system", help="take this system's engine choice from the config")
+    parse.add_argument("--out", required=True, help="CSV with energy_eV,mu")
+    parse.set_defaults(handler=cmd_spectra_parse)
 
     dataset = commands.add_parser("dataset", help="assemble batches into the zarr dataset")
     _add_config(dataset)

@@ -144,3 +144,24 @@ def test_build_engine_from_config():
     assert isinstance(build_engine(config["spectra"], "feff10"), Feff10Engine)
     with pytest.raises(ValueError, match="mode"):
         replace(FAST, mode="xas")
+
+
+def test_spectra_generate_and_parse_commands(copper_cluster, tmp_path, capsys):
+    import ase.io
+
+    from xasflow.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    structure = tmp_path / "cu.extxyz"
+    ase.io.write(structure, build_bulk(BulkSpec("Cu", "fcc", 3.615, (3, 3, 3))), format="extxyz")
+    args = ["spectra", "generate", "--config", config, "--structure", str(structure)]
+    assert main([*args, "--absorber-index", "5", "--out-dir", str(tmp_path / "site")]) == 0
+    text = (tmp_path / "site" / "feff.inp").read_text()
+    assert "FMS 4.0 0" in text and text.count(" Cu ") > 40
+    assert main([*args, "--absorber-index", "500", "--out-dir", str(tmp_path / "bad")]) == 2
+    assert "absorber index 500 is not in 0..107" in capsys.readouterr().err
+    # parse reads what an engine wrote: FEFF's xmu.dat columns omega and mu
+    (tmp_path / "site" / "xmu.dat").write_text("# omega e k mu mu0 chi\n8970 -10 0 0.01 0.01 0\n9000 20 2 1.1 1 0.1\n")
+    out = tmp_path / "spectrum.csv"
+    assert main(["spectra", "parse", "--config", config, str(tmp_path / "site"), "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1), [[8970, 0.01], [9000, 1.1]])

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from xasflow.spectra import feff
 from xasflow.spectra.cache import SpectrumCache, cache_key
 from xasflow.spectra.feff import Cluster, FeffParams, SpectrumResult, run_site, run_site_executable
 
@@ -35,6 +36,10 @@ class Engine(Protocol):
     def key_parameters(self) -> dict: ...
 
     def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult: ...
+
+    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path: ...
+
+    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _key_parameters(params) -> dict:
@@ -58,6 +63,14 @@ class Feff10Engine:
 
     def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
         return run_site(cluster, self.params, directory, title)
+
+    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path:
+        feff.write_inputs(cluster, self.params, Path(directory), title, {"engine": self.name})
+        return Path(directory) / "feff.inp"
+
+    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
+        energy, _, mu = feff.read_xmu(Path(directory) / "xmu.dat")
+        return energy, mu
 
 
 def _executable_fingerprint(command: tuple[str, ...]) -> str:
@@ -88,6 +101,14 @@ class FeffExecutableEngine:
     def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
         return run_site_executable(cluster, self.params, self.command, directory, title)
 
+    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path:
+        feff.write_inputs(cluster, self.params, Path(directory), title, {"engine": self.name})
+        return Path(directory) / "feff.inp"
+
+    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
+        energy, _, mu = feff.read_xmu(Path(directory) / "xmu.dat")
+        return energy, mu
+
 
 @dataclass(frozen=True)
 class FdmnesEngine:
@@ -108,6 +129,17 @@ class FdmnesEngine:
         from xasflow.spectra import fdmnes
 
         return fdmnes.run_site(cluster, self.params, directory, title)
+
+    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path:
+        from xasflow.spectra import fdmnes
+
+        return fdmnes.write_inputs(cluster, self.params, directory, title)
+
+    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
+        from xasflow.spectra import fdmnes
+
+        spectrum = fdmnes.read_output(fdmnes.output_path(directory, self.params.convolution))
+        return spectrum.energy, spectrum.mu
 
 
 def build_engine(spectra: dict, engine_name: str | None = None) -> Engine:

@@ -208,7 +208,8 @@ def check_edge_position(
     return ""
 
 
-def _prepare(cluster: Cluster, params: FeffParams, directory: Path, title: str, engine: dict) -> str:
+def write_inputs(cluster: Cluster, params: FeffParams, directory: Path, title: str, engine: dict) -> str:
+    """Empty ``directory`` and write ``feff.inp`` and ``params.json``; return the input text."""
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
@@ -269,7 +270,7 @@ def run_site(cluster: Cluster, params: FeffParams, directory: str | Path, title:
     directory = Path(directory)
     started = time.perf_counter()
     engine = {"engine": "feff10-rs", "engine_version": getattr(feff10, "__version__", "unknown")}
-    text = _prepare(cluster, params, directory, title, engine)
+    text = write_inputs(cluster, params, directory, title, engine)
     feff_seconds = 0.0
     reason = ""
     try:
@@ -290,7 +291,7 @@ def run_site_executable(
     ``cwd=directory`` and a timeout of ``params.time_limit`` seconds; output goes to feff.log."""
     directory = Path(directory)
     started = time.perf_counter()
-    _prepare(cluster, params, directory, title, {"engine": "feff-executable", "command": list(command)})
+    write_inputs(cluster, params, directory, title, {"engine": "feff-executable", "command": list(command)})
     reason = ""
     with open(directory / "feff.log", "w") as log:
         try:
