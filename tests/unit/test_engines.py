@@ -161,7 +161,8 @@ def test_spectra_generate_and_parse_commands(copper_cluster, tmp_path, capsys):
     assert main([*args, "--absorber-index", "500", "--out-dir", str(tmp_path / "bad")]) == 2
     assert "absorber index 500 is not in 0..107" in capsys.readouterr().err
     # parse reads what an engine wrote: FEFF's xmu.dat columns omega and mu
-    (tmp_path / "site" / "xmu.dat").write_text("# omega e k mu mu0 chi\n8970 -10 0 0.01 0.01 0\n9000 20 2 1.1 1 0.1\n")
+    rows = "# omega e k mu mu0 chi\n8970 -10 0 0.01 0.01 0\n9000 20 2 1.1 1 0.1\n"
+    (tmp_path / "site" / "xmu.dat").write_text(rows)
     out = tmp_path / "spectrum.csv"
     assert main(["spectra", "parse", "--config", config, str(tmp_path / "site"), "--out", str(out)]) == 0
     np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1), [[8970, 0.01], [9000, 1.1]])
