@@ -46,8 +46,20 @@ def _key_parameters(params) -> dict:
     return {key: value for key, value in asdict(params).items() if key not in NOT_IN_KEY}
 
 
+class _FeffFiles:
+    """Input writing and output reading shared by both FEFF runners (one input generator)."""
+
+    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path:
+        feff.write_inputs(cluster, self.params, Path(directory), title, {"engine": self.name})
+        return Path(directory) / "feff.inp"
+
+    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
+        energy, _, mu = feff.read_xmu(Path(directory) / "xmu.dat")
+        return energy, mu
+
+
 @dataclass(frozen=True)
-class Feff10Engine:
+class Feff10Engine(_FeffFiles):
     """FEFF10 embedded through the ``feff10-rs`` wheel."""
 
     params: FeffParams
@@ -64,14 +76,6 @@ class Feff10Engine:
     def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
         return run_site(cluster, self.params, directory, title)
 
-    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path:
-        feff.write_inputs(cluster, self.params, Path(directory), title, {"engine": self.name})
-        return Path(directory) / "feff.inp"
-
-    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
-        energy, _, mu = feff.read_xmu(Path(directory) / "xmu.dat")
-        return energy, mu
-
 
 def _executable_fingerprint(command: tuple[str, ...]) -> str:
     """Name and SHA-256 prefix of the program a command starts (the last path-like word, so
@@ -85,7 +89,7 @@ def _executable_fingerprint(command: tuple[str, ...]) -> str:
 
 
 @dataclass(frozen=True)
-class FeffExecutableEngine:
+class FeffExecutableEngine(_FeffFiles):
     """A FEFF program run as a subprocess (a cluster's FEFF9/FEFF10, or FEFF 8.5L's modules)."""
 
     params: FeffParams
@@ -100,14 +104,6 @@ class FeffExecutableEngine:
 
     def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
         return run_site_executable(cluster, self.params, self.command, directory, title)
-
-    def write_inputs(self, cluster: Cluster, directory: Path, title: str) -> Path:
-        feff.write_inputs(cluster, self.params, Path(directory), title, {"engine": self.name})
-        return Path(directory) / "feff.inp"
-
-    def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
-        energy, _, mu = feff.read_xmu(Path(directory) / "xmu.dat")
-        return energy, mu
 
 
 @dataclass(frozen=True)
