@@ -168,7 +168,12 @@ def build_dataset(
 
 
 def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Validate and write ``dataset`` to a zarr store at ``path`` (replaced atomically)."""
+    """Validate and write ``dataset`` to a zarr store at ``path``.
+
+    The store is written beside ``path`` and moved in place only when complete, so a failed
+    write never leaves a half-written dataset under the final name (an older store at ``path``
+    is removed just before the move).
+    """
     path = Path(path)
     validate(dataset, path)
     path.parent.mkdir(parents=True, exist_ok=True)
