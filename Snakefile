@@ -2,7 +2,11 @@
 # Science lives in config.yaml (validated against workflow/schemas/config.schema.yaml);
 # machine settings live in profiles (workflow/profiles/).
 
-configfile: "config.yaml"
+# config.yaml is the default study; a study given with --configfile replaces it instead of being
+# merged into it (Snakemake merges nested keys, which would mix two studies' systems).
+if "systems" not in config:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

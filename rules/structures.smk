@@ -1,6 +1,7 @@
 rule md:
     output:
         snapshots=f"{RESULTS}/structures/{{system}}/snapshots.extxyz",
+        initial=f"{RESULTS}/structures/{{system}}/initial.extxyz",
         record=f"{RESULTS}/structures/{{system}}/md.json",
     log:
         f"{RESULTS}/logs/md/{{system}}.log",
@@ -21,8 +22,10 @@ rule md:
 rule labels:
     input:
         snapshots=f"{RESULTS}/structures/{{system}}/snapshots.extxyz",
+        initial=f"{RESULTS}/structures/{{system}}/initial.extxyz",
     output:
-        f"{RESULTS}/structures/{{system}}/labels.npz",
+        labels=f"{RESULTS}/structures/{{system}}/labels.npz",
+        summary=f"{RESULTS}/structures/{{system}}/labels.json",
     log:
         f"{RESULTS}/logs/labels/{{system}}.log",
     params:
@@ -35,7 +38,7 @@ rule labels:
         "../envs/xasflow.yaml"
     shell:
         "xasflow structures labels --config-json {params.config_json:q} --system {wildcards.system} "
-        "--snapshots {input.snapshots} --out {output} > {log} 2>&1"
+        "--snapshots {input.snapshots} --initial {input.initial} --out {output.labels} > {log} 2>&1"
 
 
 rule sites:

@@ -59,7 +59,13 @@ def cmd_labels(args: argparse.Namespace) -> int:
     from xasflow.structures.pipeline import label_system
 
     config = _config(args)
-    label_system(args.snapshots, _system(config, args.system), LabelParams(**config["labels"]), args.out)
+    label_system(
+        args.snapshots,
+        _system(config, args.system),
+        LabelParams.from_config(config["labels"]),
+        args.out,
+        initial_path=args.initial,
+    )
     return 0
 
 
@@ -84,6 +90,7 @@ def cmd_sites(args: argparse.Namespace) -> int:
             strategy=strategy,
             seed=config["sampling"]["seed"],
             batch_size=batch_size(config),
+            stratify_by=config["sampling"]["stratify_by"],
         )
     write_manifest(choices, args.out)
     logger.info("%s: %d sites in %d batches", args.system, len(choices), choices[-1].batch + 1)
@@ -235,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(labels)
     labels.add_argument("--system", required=True)
     labels.add_argument("--snapshots", required=True)
-    labels.add_argument("--out", required=True)
+    labels.add_argument("--out", required=True, help="labels .npz; a summary .json is written beside it")
+    labels.add_argument("--initial", help="structure before MD (the random-alloy reference), extxyz")
     labels.set_defaults(handler=cmd_labels)
     sites = structures.add_parser("sites", help="choose absorbing sites (site manifest CSV)")
     _add_config(sites)

@@ -78,24 +78,42 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     return filled
 
 
+_REQUIRED_BY_KIND = {
+    "nanoparticle": ("shape", "shells"),
+    "amorphous": ("n_atoms", "density"),
+    "polycrystal": ("box_length", "n_grains"),
+}
+
+
+def system_elements(system: dict) -> tuple[str, ...]:
+    """Elements of a validated system entry, sorted (the LAMMPS atom types follow this order)."""
+    if system.get("composition"):
+        return tuple(sorted(system["composition"]))
+    return (system["element"],)
+
+
 def _check_system(name: str, system: dict, source: str) -> None:
-    if system["kind"] != "crystal":
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{source}: config key 'systems.{name}.{key}' {message}")
+
+    kind = system["kind"]
+    if ("element" in system) == ("composition" in system):
+        fail("element", "or 'composition' is required (exactly one of the two)")
+    if kind != "crystal":
         for key in ("temperature", "potential"):
             if key not in system:
-                raise ConfigError(
-                    f"{source}: config key 'systems.{name}.{key}' is required for {system['kind']}"
-                )
-    if system.get("sampling_strategy") == "inequivalent" and system["kind"] != "crystal":
-        raise ConfigError(
-            f"{source}: config key 'systems.{name}.sampling_strategy': inequivalent needs kind crystal "
-            "(MD snapshots have no symmetry)"
-        )
-    if system["kind"] == "nanoparticle":
-        for key in ("shape", "shells"):
-            if key not in system:
-                raise ConfigError(
-                    f"{source}: config key 'systems.{name}.{key}' is required for a nanoparticle"
-                )
+                fail(key, f"is required for {kind}")
+    if system.get("sampling_strategy") == "inequivalent" and kind != "crystal":
+        fail("sampling_strategy", ": inequivalent needs kind crystal (MD snapshots have no symmetry)")
+    for key in _REQUIRED_BY_KIND.get(kind, ()):
+        if key not in system:
+            fail(key, f"is required for {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    if system.get("lattice") == "bct" and kind not in ("bulk", "crystal"):
+        fail("lattice", f": bct (the Bain path) is available for bulk and crystal, not {kind}")
+    if "mc" in system and len(system_elements(system)) < 2:
+        fail("mc", "needs a composition of two or more elements (swaps of one element change nothing)")
+    if kind == "polycrystal" and system.get("box_length", 0) < 2 * system.get("lattice_constant", 0):
+        fail("box_length", f"({system.get('box_length')}) must be at least twice the lattice constant")
 
 
 def _check_cross_references(config: dict, source: str) -> None:
@@ -121,7 +139,7 @@ def _check_cross_references(config: dict, source: str) -> None:
                 f"{source}: config key 'inference.pseudo_experiment.system': '{held_out}' must be held out, "
                 "not in training.val_systems or training.test_systems"
             )
-    if not any(system["element"] == config["absorber"] for system in config["systems"].values()):
+    if not any(config["absorber"] in system_elements(system) for system in config["systems"].values()):
         raise ConfigError(
             f"{source}: config key 'absorber': no system contains element '{config['absorber']}'"
         )

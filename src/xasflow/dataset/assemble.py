@@ -84,7 +84,9 @@ def assemble(
             f"extra {sorted(seen - requested)[:5]}"
         )
     labels = {system: read_labels(path) for system, path in labels_paths.items()}
+    elements = sorted({str(symbol) for values in labels.values() for symbol in values["species"]})
     failures = [row for row in rows if row["status"] != "ok"]
+    optional: dict[str, list] = {key: [] for key in OPTIONAL_LABELS}
     kept = {
         key: []
         for key in ("system", "frame", "site", "absorber", "mu", "e0", "cn", "rdf", "surface", "multiplicity")
@@ -118,6 +120,8 @@ def assemble(
         kept["cn"].append(system_labels["coordination_number"][label_row])
         kept["rdf"].append(system_labels["rdf"][label_row])
         kept["surface"].append(system_labels["surface"][label_row])
+        for key, values in _optional_labels(system_labels, label_row, elements).items():
+            optional[key].append(values)
         kept["multiplicity"].append(choices[(row["system"], row["frame"], row["site"])].multiplicity)
     summary = {
         "requested": len(rows),
@@ -165,6 +169,8 @@ def assemble(
         site=np.asarray(kept["site"]),
         absorber=kept["absorber"],
         multiplicity=np.asarray(kept["multiplicity"]),
+        element=elements,
+        optional={key: np.asarray(values) for key, values in optional.items()},
         attrs={
             "xasflow_version": __version__,
             "config_hash": config_hash(hashed),
@@ -175,6 +181,32 @@ def assemble(
     write_dataset(dataset, out_path)
     logger.info("dataset: %d spectra, %d failed", summary["succeeded"], summary["failed"])
     return summary
+
+
+OPTIONAL_LABELS = (
+    "partial_cn",
+    "local_composition",
+    "partial_rdf",
+    "shell_cn",
+    "valence",
+    "grain_boundary",
+    "structure_type",
+)
+
+
+def _optional_labels(labels: dict[str, np.ndarray], row: int, elements: list[str]) -> dict[str, np.ndarray]:
+    """One site's partial labels with the element axis spread onto the dataset's ``elements``
+    (an element absent from this system gets 0 neighbours and a g(r) of 0)."""
+    columns = [elements.index(str(symbol)) for symbol in labels["species"]]
+    spread = {}
+    for key in ("partial_cn", "local_composition", "partial_rdf"):
+        values = labels[key][row]
+        full = np.zeros((len(elements), *values.shape[1:]), dtype=float)
+        full[columns] = values
+        spread[key] = full
+    for key in ("shell_cn", "valence", "grain_boundary", "structure_type"):
+        spread[key] = labels[key][row]
+    return spread
 
 
 def _write_failures(failures: list[dict], path: str | Path) -> None:

@@ -7,6 +7,8 @@ Dimensions
 ``spectrum``  one absorbing site in one MD snapshot
 ``energy``    energy relative to the half-step edge energy E0 of each spectrum, eV
 ``r``         radial grid of the partial RDF, Angstrom
+``element``   neighbour element of the partial labels (the union over all systems)
+``shell``     coordination shell of ``labels.shell_edges``
 
 Coordinates on ``spectrum``: ``system`` (str), ``frame`` (int), ``site`` (int, atom index in
 the snapshot), ``absorber`` (str, element symbol).
@@ -20,6 +22,15 @@ Data variables
 ``rdf``                  (spectrum, r) partial RDF g(r) around the absorber
 ``surface``              (spectrum,) 1 where the absorber is a surface atom, else 0
 ``multiplicity``         (spectrum,) number of equivalent atoms the site stands for (1 for MD)
+
+Optional variables (checked when present; written by ``assemble``):
+``partial_cn``           (spectrum, element) first-shell neighbours of each element
+``local_composition``    (spectrum, element) fraction of each element among those neighbours
+``partial_rdf``          (spectrum, element, r) partial g(r) towards each element
+``shell_cn``             (spectrum, shell) neighbours in each coordination shell
+``valence``              (spectrum,) ligand neighbours (e.g. O around Si), -1 if not defined
+``grain_boundary``       (spectrum,) 1 where the absorber is a grain-boundary atom
+``structure_type``       (spectrum,) CNA type: 1 fcc, 2 hcp, 3 bcc, 4 ico, 5 other, -1 none
 
 ``validate`` is called by the writer before writing and by every reader after opening, so a
 store produced by another version or edited by hand fails early with a clear message.
@@ -37,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,24 @@ DATA_VARS: dict[str, VariableSpec] = {
     ),
 }
 
+OPTIONAL_COORDS: dict[str, VariableSpec] = {
+    "element": VariableSpec(("element",), "", "neighbour element of the partial labels", "U"),
+}
+
+OPTIONAL_VARS: dict[str, VariableSpec] = {
+    "partial_cn": VariableSpec(("spectrum", "element"), "", "first-shell neighbours of each element", "f"),
+    "local_composition": VariableSpec(
+        ("spectrum", "element"), "", "fraction of each element among first-shell neighbours", "f"
+    ),
+    "partial_rdf": VariableSpec(("spectrum", "element", "r"), "", "partial g(r) towards each element", "f"),
+    "shell_cn": VariableSpec(("spectrum", "shell"), "", "neighbours in each coordination shell", "f"),
+    "valence": VariableSpec(("spectrum",), "", "ligand neighbours of the absorber (-1: undefined)", "i"),
+    "grain_boundary": VariableSpec(("spectrum",), "", "1 if the absorber is a grain-boundary atom", "i"),
+    "structure_type": VariableSpec(
+        ("spectrum",), "", "CNA type: 1 fcc, 2 hcp, 3 bcc, 4 ico, 5 other, -1 not computed", "i"
+    ),
+}
+
 REQUIRED_ATTRS = ("schema_version", "xasflow_version", "config_hash", "provenance")
 
 
@@ -90,9 +119,16 @@ def validate(dataset: xr.Dataset, source: str | Path = "<memory>") -> xr.Dataset
 
     ``source`` names the file in error messages.
     """
-    for table in (COORDS, DATA_VARS):
+    for table, required in (
+        (COORDS, True),
+        (DATA_VARS, True),
+        (OPTIONAL_COORDS, False),
+        (OPTIONAL_VARS, False),
+    ):
         for name, spec in table.items():
             if name not in dataset.variables:
+                if not required:
+                    continue
                 raise DatasetSchemaError(f"{source}: variable '{name}' is missing")
             variable = dataset[name]
             if tuple(variable.dims) != spec.dims:
@@ -135,8 +171,13 @@ def build_dataset(
     absorber: list[str],
     attrs: dict,
     multiplicity: np.ndarray | None = None,
+    element: list[str] | None = None,
+    optional: dict[str, np.ndarray] | None = None,
 ) -> xr.Dataset:
-    """Assemble a schema-conforming dataset from plain arrays (shapes as in the module doc)."""
+    """Assemble a schema-conforming dataset from plain arrays (shapes as in the module doc).
+
+    ``optional`` holds any of ``OPTIONAL_VARS`` by name; ``element`` names their element axis.
+    """
     coords = {
         "energy": ("energy", np.asarray(energy, dtype=np.float64)),
         "r": ("r", np.asarray(r, dtype=np.float64)),
@@ -158,9 +199,18 @@ def build_dataset(
             else np.asarray(multiplicity, np.int32),
         ),
     }
+    if element is not None:
+        coords["element"] = ("element", np.asarray(element, dtype=str).astype(object))
+    for name, values in (optional or {}).items():
+        if name not in OPTIONAL_VARS:
+            raise DatasetSchemaError(f"variable '{name}' is not part of the dataset schema")
+        spec = OPTIONAL_VARS[name]
+        dtype = np.float32 if spec.kind == "f" else np.int32
+        data_vars[name] = (spec.dims, np.asarray(values, dtype=dtype))
     dataset = xr.Dataset(data_vars=data_vars, coords=coords)
-    for name, spec in {**COORDS, **DATA_VARS}.items():
-        dataset[name].attrs.update(units=spec.units, description=spec.description)
+    for name, spec in {**COORDS, **DATA_VARS, **OPTIONAL_COORDS, **OPTIONAL_VARS}.items():
+        if name in dataset.variables:
+            dataset[name].attrs.update(units=spec.units, description=spec.description)
     dataset.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
     if not isinstance(dataset.attrs.get("provenance"), str):
         dataset.attrs["provenance"] = json.dumps(dataset.attrs.get("provenance", {}), sort_keys=True)
@@ -181,7 +231,9 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
     store = staging / path.name
     # zarr v3 has no fixed-width string type: store strings as variable-length
     encoded = dataset.copy()
-    for name in ("system", "absorber"):
+    for name in ("system", "absorber", "element"):
+        if name not in encoded.variables:
+            continue
         encoded[name] = encoded[name].astype(str).astype(object)
     encoded.to_zarr(store, mode="w", consolidated=False, zarr_format=3)
     if path.exists():

@@ -5,8 +5,10 @@ Every builder is a pure function of its parameters; the returned ``Atoms`` is a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from ase import Atoms
 from ase.build import bulk
 from ase.cluster import Decahedron, Icosahedron, Octahedron
@@ -14,14 +16,23 @@ from ase.cluster import Decahedron, Icosahedron, Octahedron
 NANOPARTICLE_SHAPES = ("cuboctahedron", "icosahedron", "decahedron")
 
 
+LATTICES = ("fcc", "bcc", "bct")
+
+
 @dataclass(frozen=True)
 class BulkSpec:
-    """A periodic crystal: ``lattice`` is 'fcc' or 'bcc', lattice_constant in Angstrom."""
+    """A periodic crystal: ``lattice`` is 'fcc', 'bcc' or 'bct', lattice_constant in Angstrom.
+
+    'bct' is the body-centred tetragonal cell of the Bain path with c = ``c_over_a`` * a:
+    c/a = 1 is bcc, c/a = sqrt(2) is fcc (with a_fcc = sqrt(2) a), values between are the
+    intermediate states of the bcc-fcc transformation.
+    """
 
     element: str
     lattice: str
     lattice_constant: float
     supercell: tuple[int, int, int]
+    c_over_a: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,11 +51,46 @@ class NanoparticleSpec:
 
 
 def build_bulk(spec: BulkSpec) -> Atoms:
-    """Cubic conventional cell of ``spec.lattice`` repeated ``spec.supercell`` times (periodic)."""
-    if spec.lattice not in ("fcc", "bcc"):
-        raise ValueError(f"lattice '{spec.lattice}' is not supported; use 'fcc' or 'bcc'")
-    unit = bulk(spec.element, spec.lattice, a=spec.lattice_constant, cubic=True)
+    """Conventional cell of ``spec.lattice`` repeated ``spec.supercell`` times (periodic)."""
+    if spec.lattice not in LATTICES:
+        raise ValueError(f"lattice '{spec.lattice}' is not supported; use one of {LATTICES}")
+    if spec.lattice == "bct":
+        a = spec.lattice_constant
+        unit = Atoms(
+            [spec.element] * 2,
+            scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5)],
+            cell=[a, a, a * spec.c_over_a],
+            pbc=True,
+        )
+    else:
+        unit = bulk(spec.element, spec.lattice, a=spec.lattice_constant, cubic=True)
     return unit.repeat(spec.supercell)
+
+
+def species_counts(composition: Mapping[str, float], n_atoms: int) -> dict[str, int]:
+    """Whole numbers of atoms per element closest to ``composition`` (fractions or ratios,
+    normalised here) that sum to ``n_atoms`` (largest-remainder rounding)."""
+    if not composition or any(value < 0 for value in composition.values()):
+        raise ValueError(f"composition {dict(composition)} must give each element a non-negative amount")
+    total = float(sum(composition.values()))
+    if total <= 0:
+        raise ValueError(f"composition {dict(composition)} has no atoms")
+    exact = {symbol: n_atoms * value / total for symbol, value in composition.items()}
+    counts = {symbol: int(np.floor(value)) for symbol, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda symbol: (-(exact[symbol] - counts[symbol]), symbol))
+    for symbol in by_remainder[: n_atoms - sum(counts.values())]:
+        counts[symbol] += 1
+    return counts
+
+
+def decorate(atoms: Atoms, composition: Mapping[str, float], seed: int) -> Atoms:
+    """A copy of ``atoms`` whose sites hold the elements of ``composition`` at random: a
+    chemically random (unsegregated) alloy, reproducible from ``seed``."""
+    counts = species_counts(composition, len(atoms))
+    symbols = np.concatenate([[symbol] * count for symbol, count in sorted(counts.items())])
+    decorated = atoms.copy()
+    decorated.set_chemical_symbols(np.random.default_rng(seed).permutation(symbols).tolist())
+    return decorated
 
 
 def build_nanoparticle(spec: NanoparticleSpec) -> Atoms:

@@ -47,14 +47,17 @@ def sample_sites(
     strategy: str,
     seed: int,
     batch_size: int,
+    stratify_by: str = "coordination_number",
 ) -> list[SiteChoice]:
     """Pick ``n_sites`` (frame, site) pairs of element ``absorber`` from one system's labels.
 
-    ``stratified``: candidates are grouped by coordination number and drawn round-robin over
-    the groups (smallest groups exhausted first), so rare surface sites are as well represented
-    as bulk-like ones. ``uniform``: a plain random draw without replacement, so averages over
-    the chosen sites estimate averages over the whole particle. The same inputs always give the
-    same choice; the result is sorted by (frame, site) and numbered into batches.
+    ``stratified``: candidates are grouped by the integer label ``stratify_by``
+    (coordination_number, valence, surface or grain_boundary) and drawn round-robin over the
+    groups (smallest groups exhausted first), so rare sites (surface, low valence, boundary)
+    are as well represented as common ones. ``uniform``: a plain random draw without
+    replacement, so averages over the chosen sites estimate averages over the whole particle.
+    The same inputs always give the same choice; the result is sorted by (frame, site) and
+    numbered into batches.
     """
     candidates = np.flatnonzero(labels["element"] == absorber)
     if candidates.size == 0:
@@ -64,8 +67,10 @@ def sample_sites(
     if strategy == "uniform":
         chosen = rng.choice(candidates, size=n_sites, replace=False)
     elif strategy == "stratified":
-        coordination = labels["coordination_number"][candidates]
-        strata = [rng.permutation(candidates[coordination == value]) for value in np.unique(coordination)]
+        if stratify_by not in labels:
+            raise ValueError(f"system '{system}' has no label '{stratify_by}' to stratify sites by")
+        key = labels[stratify_by][candidates]
+        strata = [rng.permutation(candidates[key == value]) for value in np.unique(key)]
         chosen_list: list[int] = []
         depth = 0
         while len(chosen_list) < n_sites:
