@@ -1,0 +1,81 @@
+"""Each example study under config/examples/ runs through the normal workflow at tiny size.
+
+The tiny layer (tests/configs/examples/NAME.tiny.yaml) only shrinks sizes and steps; Snakemake
+merges it into the example, so the example's science (kinds, potentials, labels, edge) is what
+runs: MD -> labels -> sites -> FEFF10 -> dataset -> model.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xasflow.dataset.schema import open_dataset
+from xasflow.structures.pipeline import read_labels
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def run_example(name: str, workdir: Path) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--configfile",
+        str(ROOT / "config" / "examples" / f"{name}.yaml"),
+        str(ROOT / "tests" / "configs" / "examples" / f"{name}.tiny.yaml"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+    ]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+
+
+def _finished(name: str, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp(name)
+    result = run_example(name, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = workdir / "results"
+    summary = json.loads((results / "dataset" / "summary.json").read_text())
+    assert summary["requested"] == summary["succeeded"] + summary["failed"]
+    assert summary["succeeded"] >= 1
+    assert (results / "models" / "mlp" / "metrics.json").is_file()
+    for record in (results / "structures").glob("*/md.json"):
+        provenance = json.loads(record.read_text())
+        assert len(provenance["potential_sha256"]) == 64
+        assert provenance["lammps_version"]
+    return results
+
+
+def test_iron_bcc_fcc_and_bain_path(tmp_path_factory):
+    results = _finished("fe_bcc_fcc", tmp_path_factory)
+    bcc = read_labels(results / "structures" / "bcc_300K" / "labels.npz")
+    # thermal motion at 300 K keeps the bcc shells apart: about 8 + 6 neighbours
+    assert bcc["shell_cn"].mean(axis=0) == pytest.approx([8, 6], abs=0.5)
+    assert bcc["r"][-1] >= 6.0
+    fcc = read_labels(results / "structures" / "fcc_1200K" / "labels.npz")
+    assert fcc["coordination_number"].mean() == pytest.approx(12, abs=1.0)
+    dataset = open_dataset(results / "dataset" / "spectra.zarr")
+    assert set(dataset["absorber"].values) == {"Fe"}
+    assert dataset["shell_cn"].shape[1] == 2
+
+
+def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory):
+    results = _finished("ptcu_nanoparticles", tmp_path_factory)
+    segregated = json.loads((results / "structures" / "ptcu_cubo147_mc" / "labels.json").read_text())
+    random = json.loads((results / "structures" / "ptcu_cubo147_random" / "labels.json").read_text())
+    assert segregated["surface_segregation"]["Cu"] > random["surface_segregation"]["Cu"]
+    dataset = open_dataset(results / "dataset" / "spectra.zarr")
+    assert list(dataset["element"].values) == ["Cu", "Pt"]
+    assert set(dataset["absorber"].values) == {"Pt"}
+    # partial CNs add up to the total for every absorber
+    assert np.allclose(dataset["partial_cn"].sum("element"), dataset["coordination_number"])
