@@ -56,15 +56,19 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     from xasflow.structures.labels import LabelParams
-    from xasflow.structures.pipeline import label_system
+    from xasflow.structures.pipeline import label_system, system_potential
 
     config = _config(args)
+    spec = _system(config, args.system)
+    # the MD potential relaxes each snapshot before common neighbour analysis
+    potential = system_potential(spec, Path(args.out).parent) if "potential" in spec else None
     label_system(
         args.snapshots,
-        _system(config, args.system),
+        spec,
         LabelParams.from_config(config["labels"]),
         args.out,
         initial_path=args.initial,
+        potential=potential,
     )
     return 0
 

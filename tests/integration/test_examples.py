@@ -79,3 +79,21 @@ def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory):
     assert set(dataset["absorber"].values) == {"Pt"}
     # partial CNs add up to the total for every absorber
     assert np.allclose(dataset["partial_cn"].sum("element"), dataset["coordination_number"])
+
+
+def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory):
+    results = _finished("alcu_polycrystal", tmp_path_factory)
+    for system in ("alcu5_random", "alcu5_mc", "alcu2_mc", "alcu5_zhou_mc"):
+        summary = json.loads((results / "structures" / system / "labels.json").read_text())
+        # two grains in a 20 A box: both grain interiors (fcc) and boundaries are present
+        assert 0.02 < summary["grain_boundary_fraction"] < 0.98
+        assert summary["structure_type_fractions"]["fcc"] > 0.02
+        boundary = summary["grain_boundary_composition"]["Cu"]
+        interior = summary["grain_interior_composition"]["Cu"]
+        assert 0 <= boundary <= 1 and 0 <= interior <= 1
+    labels = read_labels(results / "structures" / "alcu5_mc" / "labels.npz")
+    cu = labels["element"] == "Cu"
+    assert np.allclose(labels["local_composition"][cu].sum(axis=1), 1.0)
+    dataset = open_dataset(results / "dataset" / "spectra.zarr")
+    assert set(dataset["absorber"].values) == {"Cu"}
+    assert set(np.unique(dataset["grain_boundary"].values)) <= {0, 1}

@@ -70,7 +70,9 @@ def test_bain_path_ends_are_bcc_and_fcc():
 
 def test_cristobalite_silicon_valence_is_four_and_partial_rdfs_integrate_to_partial_cns():
     atoms = _cristobalite()
-    params = LabelParams(cn_cutoff=2.0, pair_cutoffs=((("Si", "Si"), 3.3),), valence_ligand="O", r_min=0.8, r_max=4.0, n_r=321)
+    params = LabelParams(
+        cn_cutoff=2.0, pair_cutoffs=((("Si", "Si"), 3.3),), valence_ligand="O", r_min=0.8, r_max=4.0, n_r=321
+    )
     labels = compute_site_labels(atoms, params)
     assert labels.species == ("O", "Si")
     silicon = labels.element == "Si"

@@ -218,6 +218,17 @@ def cna_cutoff(lattice: str, lattice_constant: float) -> float:
     return float(factors[lattice] * lattice_constant)
 
 
+def grain_boundary_flags(structure_types: np.ndarray, crystal: str) -> np.ndarray:
+    """True for atoms whose CNA type is not that of ``crystal`` ('fcc' or 'bcc'), shape (n_atoms,).
+
+    In an annealed polycrystal these are the grain-boundary atoms (and stacking faults, which
+    CNA reports as hcp).
+    """
+    if crystal not in ("fcc", "bcc"):
+        raise ValueError(f"crystal '{crystal}' is not supported; use fcc or bcc")
+    return np.asarray(structure_types) != CNA_TYPES[crystal]
+
+
 def composition_of(symbols: np.ndarray, mask: np.ndarray, species: Sequence[str]) -> dict[str, float]:
     """Fraction of each element among the atoms selected by ``mask`` (NaN when none are)."""
     chosen = symbols[np.asarray(mask, dtype=bool)]

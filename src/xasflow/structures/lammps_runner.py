@@ -297,18 +297,26 @@ def _minimize(lmp, system: str) -> None:
         raise MDError(f"{system}: LAMMPS energy minimization failed: {error}") from error
 
 
-def structure_types(atoms: Atoms, cutoff: float) -> np.ndarray:
+def structure_types(atoms: Atoms, cutoff: float, potential: Potential | None = None) -> np.ndarray:
     """Common neighbour analysis (LAMMPS ``compute cna/atom``) of every atom, shape (n_atoms,).
 
     Values: 1 fcc, 2 hcp, 3 bcc, 4 icosahedral, 5 other. ``cutoff`` (Angstrom) lies between
     the first and second neighbour shells: 0.854 a for fcc, 1.207 a for bcc (LAMMPS docs).
+    With ``potential`` the atoms are first relaxed to their inherent structure (energy
+    minimization at fixed cell), which removes the thermal displacements that make a
+    fixed-cutoff CNA call most atoms of a crystal at 600 K 'other'.
     """
-    species = sorted(set(atoms.get_chemical_symbols()))
+    species = list(potential.elements) if potential else sorted(set(atoms.get_chemical_symbols()))
     lmp = open_lammps()
     try:
         _create_system(lmp, atoms, species, "cna")
-        lmp.command(f"pair_style zero {cutoff + 0.5}")
-        lmp.command("pair_coeff * *")
+        if potential:
+            lmp.command(f"pair_style {potential.style}")
+            lmp.command(potential.pair_coeff())
+            lmp.command("minimize 0.0 1.0e-4 2000 20000")
+        else:
+            lmp.command(f"pair_style zero {cutoff + 0.5}")
+            lmp.command("pair_coeff * *")
         lmp.command(f"compute cna all cna/atom {cutoff}")
         lmp.command("run 0")
         natoms = lmp.get_natoms()

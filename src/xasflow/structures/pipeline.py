@@ -29,6 +29,7 @@ from xasflow.structures.labels import (
     cna_cutoff,
     composition_of,
     compute_site_labels,
+    grain_boundary_flags,
     reference_number_density,
 )
 from xasflow.structures.lammps_runner import (
@@ -261,9 +262,14 @@ def label_system(
     label_params: LabelParams,
     out_path: str | Path,
     initial_path: str | Path | None = None,
+    potential: Potential | None = None,
 ) -> Path:
     """Labels of every atom of every snapshot, written to ``out_path`` (.npz), and a summary of
     their statistics beside it (same name, .json).
+
+    With ``potential`` (the system's MD potential), CNA structure types are those of each
+    snapshot's inherent structure (energy-minimized copy); labels other than structure_type
+    and grain_boundary always describe the thermal snapshot itself.
 
     Per-atom arrays (n_labels rows): see ``PER_ATOM_LABELS`` and ``SiteLabels``;
     structure_type is the LAMMPS CNA type (1 fcc, 2 hcp, 3 bcc, 4 ico, 5 other; -1 not
@@ -289,10 +295,10 @@ def label_system(
         n_atoms = len(snapshot)
         types = np.full(n_atoms, -1, dtype=np.int64)
         if cna:
-            types = structure_types(snapshot, cna_cutoff(lattice, spec["lattice_constant"]))
+            types = structure_types(snapshot, cna_cutoff(lattice, spec["lattice_constant"]), potential)
         grain_boundary = np.zeros(n_atoms, dtype=np.int8)
         if kind == "polycrystal":
-            grain_boundary = (types != CNA_TYPES[lattice]).astype(np.int8)
+            grain_boundary = grain_boundary_flags(types, lattice).astype(np.int8)
         for key in PER_ATOM_LABELS:
             if key == "frame":
                 value = np.full(n_atoms, frame)
