@@ -97,3 +97,20 @@ def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory):
     dataset = open_dataset(results / "dataset" / "spectra.zarr")
     assert set(dataset["absorber"].values) == {"Cu"}
     assert set(np.unique(dataset["grain_boundary"].values)) <= {0, 1}
+
+
+def test_siox_glasses_at_nine_compositions_and_silica(tmp_path_factory):
+    results = _finished("siox_amorphous", tmp_path_factory)
+    means = {}
+    for record in sorted((results / "structures").glob("siox_*/labels.json")):
+        summary = json.loads(record.read_text())
+        histogram = summary["elements"]["Si"]["valence_histogram"]
+        assert all(0 <= int(valence) <= 6 for valence in histogram)
+        means[record.parent.name] = summary["elements"]["Si"]["valence_mean"]
+    assert len(means) == 10
+    # more oxygen, more O around each Si (tiny quenches: only the trend is checked)
+    assert means["siox_20"] > means["siox_10"] > means["siox_02"]
+    dataset = open_dataset(results / "dataset" / "spectra.zarr")
+    assert set(dataset["absorber"].values) == {"Si"}
+    assert np.all(dataset["valence"].values >= 0)
+    assert list(dataset["element"].values) == ["O", "Si"]

@@ -12,6 +12,7 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 from ase.cluster import Decahedron, Icosahedron, Octahedron
+from ase.data import atomic_numbers
 
 NANOPARTICLE_SHAPES = ("cuboctahedron", "icosahedron", "decahedron")
 
@@ -68,19 +69,38 @@ def build_bulk(spec: BulkSpec) -> Atoms:
 
 
 def species_counts(composition: Mapping[str, float], n_atoms: int) -> dict[str, int]:
-    """Whole numbers of atoms per element closest to ``composition`` (fractions or ratios,
-    normalised here) that sum to ``n_atoms`` (largest-remainder rounding)."""
-    if not composition or any(value < 0 for value in composition.values()):
-        raise ValueError(f"composition {dict(composition)} must give each element a non-negative amount")
-    total = float(sum(composition.values()))
-    if total <= 0:
-        raise ValueError(f"composition {dict(composition)} has no atoms")
-    exact = {symbol: n_atoms * value / total for symbol, value in composition.items()}
-    counts = {symbol: int(np.floor(value)) for symbol, value in exact.items()}
-    by_remainder = sorted(exact, key=lambda symbol: (-(exact[symbol] - counts[symbol]), symbol))
-    for symbol in by_remainder[: n_atoms - sum(counts.values())]:
-        counts[symbol] += 1
-    return counts
+    """Integer count of each element for ``n_atoms`` atoms in the proportions of ``composition``.
+
+    The fractions are normalised (``{"Si": 1, "O": 2}`` is SiO2); counts are rounded by the
+    largest-remainder rule, so they sum to ``n_atoms`` exactly. Every element with a positive
+    fraction gets at least one atom, otherwise ValueError.
+    """
+    if n_atoms < 1:
+        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms}")
+    if not composition:
+        raise ValueError("composition is empty; give element fractions such as {'Si': 1, 'O': 2}")
+    for symbol, fraction in composition.items():
+        if symbol not in atomic_numbers:
+            raise ValueError(f"composition: '{symbol}' is not a chemical element")
+        if not np.isfinite(fraction) or fraction < 0:
+            raise ValueError(f"composition: fraction of {symbol} is {fraction}; use a finite value >= 0")
+    present = {symbol: float(fraction) for symbol, fraction in composition.items() if fraction > 0}
+    if not present:
+        raise ValueError(f"composition {dict(composition)} has no positive fraction")
+    symbols = list(present)
+    fractions = np.array([present[s] for s in symbols])
+    exact = fractions / fractions.sum() * n_atoms
+    counts = np.floor(exact).astype(int)
+    # hand the remaining atoms to the largest remainders (stable: ties go to the first listed)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: n_atoms - counts.sum()]] += 1
+    empty = [s for s, c in zip(symbols, counts, strict=True) if c == 0]
+    if empty:
+        raise ValueError(
+            f"composition {dict(composition)} with n_atoms={n_atoms} leaves no atom of {empty}; "
+            f"use more atoms (at least {int(np.ceil(fractions.sum() / fractions.min()))})"
+        )
+    return {s: int(c) for s, c in zip(symbols, counts, strict=True)}
 
 
 def decorate(atoms: Atoms, composition: Mapping[str, float], seed: int) -> Atoms:
