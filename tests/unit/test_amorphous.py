@@ -183,6 +183,7 @@ def test_melt_quenched_silica_is_a_fourfold_network():
     oxygen_coordination = _bonds(glass, "O", "Si", SI_O_CUTOFF)
     # Quenches this fast leave a few percent of threefold Si with a non-bridging O: 95.3-96.9 %
     # fourfold over 5 seeds of this 64-Si cell (one defect is 1.6 %); the issue asks for > 95 %.
+    # Not every seed gets there: the example's seed 21 (and a longer hold at 300 K) gave 92.2 %.
     assert np.mean(valence == 4) > 0.95
     assert valence.min() >= 3 and valence.max() <= 5
     assert np.mean(oxygen_coordination == 2) >= 0.90

@@ -132,7 +132,7 @@ def md_params(spec: dict) -> MDParams:
         timestep=md["timestep"],
         seed=md["seed"],
         ensemble=ensemble,
-        minimize=md.get("minimize", spec["kind"] == "polycrystal"),
+        minimize=md.get("minimize", spec["kind"] in ("polycrystal", "amorphous")),
         pre_stages=pre_stages,
         swap=swap,
     )
