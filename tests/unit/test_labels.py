@@ -175,26 +175,17 @@ def test_config_rules_for_alloys_and_new_kinds():
 
 @pytest.mark.slow
 def test_monte_carlo_swaps_segregate_a_pt_cu_particle_away_from_the_random_reference(tmp_path):
+    particle = _system(
+        composition={"Pt": 0.5, "Cu": 0.5},
+        shape="cuboctahedron",
+        shells=4,
+        lattice_constant=3.77,
+        md={"equilibration_steps": 2000, "snapshot_interval": 500, "n_snapshots": 2},
+    )
     config = validate_config(
         {
             "absorber": "Pt",
-            "systems": {
-                "ptcu": _system(
-                    composition={"Pt": 0.5, "Cu": 0.5},
-                    shape="cuboctahedron",
-                    shells=4,
-                    lattice_constant=3.77,
-                    md={"equilibration_steps": 2000, "snapshot_interval": 500, "n_snapshots": 2},
-                    mc={"interval": 10, "attempts": 5},
-                ),
-                "random": _system(
-                    composition={"Pt": 0.5, "Cu": 0.5},
-                    shape="cuboctahedron",
-                    shells=4,
-                    lattice_constant=3.77,
-                    md={"equilibration_steps": 2000, "snapshot_interval": 500, "n_snapshots": 2},
-                ),
-            },
+            "systems": {"ptcu": {**particle, "mc": {"interval": 10, "attempts": 5}}, "random": particle},
         }
     )
     params = LabelParams.from_config(config["labels"])

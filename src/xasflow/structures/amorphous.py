@@ -21,9 +21,9 @@ from collections.abc import Mapping
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
-from ase.neighborlist import neighbor_list
 
 from xasflow.structures.builders import species_counts
+from xasflow.structures.labels import LabelParams, compute_site_labels
 from xasflow.structures.lammps_runner import MDStage
 
 logger = logging.getLogger(__name__)
@@ -167,13 +167,12 @@ def melt_quench_stages(
 def silicon_valence(atoms: Atoms, si_o_cutoff: float) -> np.ndarray:
     """Number of O atoms within ``si_o_cutoff`` (Angstrom) of each Si, shape (n_Si,), in Si order.
 
-    Periodic cells use minimum-image neighbours (ASE neighbor_list). The Si oxidation state
+    Periodic cells use neighbours over periodic images. The Si oxidation state
     in SiOx is this count (each Si-O bond moves about one electron) when there are no O-O bonds.
     """
     if si_o_cutoff <= 0:
         raise ValueError(f"si_o_cutoff must be a positive distance in Angstrom, got {si_o_cutoff}")
-    symbols = np.array(atoms.get_chemical_symbols())
-    first, second = neighbor_list("ij", atoms, si_o_cutoff, self_interaction=False)
-    si_o = (symbols[first] == "Si") & (symbols[second] == "O")
-    counts = np.bincount(first[si_o], minlength=len(atoms))
-    return counts[symbols == "Si"].astype(np.int64)
+    # the valence label of the shared label module, restricted to Si
+    params = LabelParams(pair_cutoffs=((("Si", "O"), si_o_cutoff),), valence_ligand="O", r_max=si_o_cutoff)
+    labels = compute_site_labels(atoms, params)
+    return labels.valence[labels.element == "Si"]

@@ -16,6 +16,7 @@ import numpy as np
 from ase import Atoms
 
 from xasflow import __version__
+from xasflow.config import system_elements
 from xasflow.structures.builders import (
     BulkSpec,
     NanoparticleSpec,
@@ -47,13 +48,6 @@ from xasflow.structures.lammps_runner import (
 logger = logging.getLogger(__name__)
 
 CRYSTALLINE_KINDS = ("bulk", "crystal", "nanoparticle", "polycrystal")
-
-
-def system_species(spec: dict) -> tuple[str, ...]:
-    """Elements of a system, sorted: the keys of ``composition``, else ``element``."""
-    if spec.get("composition"):
-        return tuple(sorted(spec["composition"]))
-    return (spec["element"],)
 
 
 def _composition(spec: dict) -> dict[str, float]:
@@ -121,7 +115,7 @@ def md_params(spec: dict) -> MDParams:
         )
         ensemble = "nvt"  # the density is part of the model
     swap = None
-    if spec.get("mc") and len(system_species(spec)) > 1:
+    if spec.get("mc") and len(system_elements(spec)) > 1:
         mc = spec["mc"]
         swap = SwapParams(mc["interval"], mc["attempts"], mc.get("temperature"))
     return MDParams(
@@ -142,7 +136,7 @@ def system_potential(spec: dict, out_dir: Path) -> Potential:
     """The LAMMPS potential of a system: a given file, or a Zhou-Johnson-Wadley (2004)
     EAM/alloy file generated into ``out_dir`` for the system's elements."""
     section = spec["potential"]
-    species = system_species(spec)
+    species = system_elements(spec)
     if section.get("generator") == "zhou2004":
         from xasflow.structures.zhou_eam import write_setfl
 
@@ -278,7 +272,7 @@ def label_system(
     n_species) and, given ``initial_path``, reference_surface_composition (n_species,) of the
     structure before MD, so MC segregation is measured against the random alloy.
     """
-    species = system_species(spec)
+    species = system_elements(spec)
     kind = spec["kind"]
     lattice = spec.get("lattice", "fcc")
     reference_density = None
@@ -299,18 +293,15 @@ def label_system(
         grain_boundary = np.zeros(n_atoms, dtype=np.int8)
         if kind == "polycrystal":
             grain_boundary = grain_boundary_flags(types, lattice).astype(np.int8)
+        per_atom = {key: getattr(labels, key) for key in PER_ATOM_LABELS if hasattr(labels, key)}
+        per_atom.update(
+            frame=np.full(n_atoms, frame),
+            site=np.arange(n_atoms),
+            structure_type=types,
+            grain_boundary=grain_boundary,
+        )
         for key in PER_ATOM_LABELS:
-            if key == "frame":
-                value = np.full(n_atoms, frame)
-            elif key == "site":
-                value = np.arange(n_atoms)
-            elif key == "structure_type":
-                value = types
-            elif key == "grain_boundary":
-                value = grain_boundary
-            else:
-                value = getattr(labels, key)
-            columns[key].append(value)
+            columns[key].append(per_atom[key])
         if not snapshot.pbc.all():
             surface_compositions.append(composition_of(labels.element, labels.surface, species))
     arrays = {key: np.concatenate(values) for key, values in columns.items()}

@@ -27,9 +27,6 @@ CUBIC_BASES = {
 }
 # Nearest-neighbour distance in units of the cubic lattice constant.
 NEAREST_NEIGHBOUR_FRACTION = {"fcc": 1.0 / np.sqrt(2.0), "bcc": np.sqrt(3.0) / 2.0}
-# LAMMPS compute cna/atom values: 1 fcc, 2 hcp, 3 bcc, 4 icosahedral, 5 other.
-# compute cna/atom cutoff between the first and second shells, in units of the lattice
-# constant (LAMMPS documentation: 0.854 a for fcc, 1.207 a for bcc).
 MIN_BOX_CELLS = 2  # a box edge must hold at least this many conventional cells
 
 
