@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from xasflow.spectra.cache import SpectrumCache
-from xasflow.spectra.engines import Engine, run_site_cached
-from xasflow.spectra.feff import cut_cluster
+from xasflow.spectra.engines import Engine, SiteOutcome, run_site_cached, with_shared_potential
+from xasflow.spectra.feff import PotentialError, SpectrumResult, cut_cluster
 from xasflow.structures.pipeline import read_snapshots
-from xasflow.structures.sampling import read_manifest
+from xasflow.structures.sampling import SiteChoice, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +56,39 @@ def run_batch(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sites = [choice for choice in read_manifest(manifest_path) if choice.batch == batch]
+    manifest = read_manifest(manifest_path)
+    sites = [choice for choice in manifest if choice.batch == batch]
     if not sites:
         raise ValueError(f"{manifest_path}: batch {batch} lists no sites")
     snapshots = read_snapshots(snapshots_path)
-    rows, arrays = [], {}
-    for number, choice in enumerate(sites):
+    for choice in manifest:
         if choice.frame >= len(snapshots):
             raise ValueError(
                 f"{manifest_path}: frame {choice.frame} not in {snapshots_path} ({len(snapshots)} frames)"
             )
+    potential_failure = ""
+    if getattr(engine, "shares_potential", False):
+        # one SCF potential per system, from the same site whichever batch computes it
+        representative = representative_site(manifest)
+        title = (
+            f"{representative.system} SCF potential (frame {representative.frame} site {representative.site})"
+        )
+        cluster = cut_cluster(snapshots[representative.frame], representative.site, cluster_radius)
+        try:
+            engine = with_shared_potential(engine, cache, cluster, out_dir / "potential", title)
+        except PotentialError as error:
+            potential_failure = f"shared SCF potential failed: {error}"
+            logger.error("%s", potential_failure)
+    rows, arrays = [], {}
+    for number, choice in enumerate(sites):
         cluster = cut_cluster(snapshots[choice.frame], choice.site, cluster_radius)
         title = f"{choice.system} frame {choice.frame} site {choice.site} {choice.element}"
         directory = site_directory(out_dir, choice.frame, choice.site, choice.element)
-        outcome = run_site_cached(engine, cache, cluster, directory, title)
+        if potential_failure:
+            result = SpectrumResult("failed", potential_failure, None, None, 0.0, 0.0, str(directory))
+            outcome = SiteOutcome(result, False, "")
+        else:
+            outcome = run_site_cached(engine, cache, cluster, directory, title)
         result = outcome.result
         suffix = " (cached)" if outcome.cache_hit else ""
         logger.info("%s: %s in %.1f s%s", title, result.status, result.wall_seconds, suffix)
@@ -109,6 +128,12 @@ def run_batch(
         "computed": len(rows) - cached,
         "cached": cached,
     }
+
+
+def representative_site(manifest: list[SiteChoice]) -> SiteChoice:
+    """The site whose SCF potential a whole system shares: the most highly coordinated sampled
+    site (the most bulk-like environment), the first frame and site among equals."""
+    return min(manifest, key=lambda choice: (-choice.coordination_number, choice.frame, choice.site))
 
 
 def read_batch(batch_dir: str | Path) -> list[dict]:

@@ -59,11 +59,24 @@ class _FeffFiles:
 
 
 @dataclass(frozen=True)
+class SharedPotential:
+    """A FEFF10 SCF potential computed once for a system: its folder and its cache key."""
+
+    directory: Path
+    key: str
+
+
+@dataclass(frozen=True)
 class Feff10Engine(_FeffFiles):
-    """FEFF10 embedded through the ``feff10-rs`` wheel."""
+    """FEFF10 embedded through the ``feff10-rs`` wheel.
+
+    With ``potential`` set, every site reuses that SCF potential (FEFF's POT stage is skipped);
+    its key is part of each site's cache key, since the spectrum depends on it.
+    """
 
     params: FeffParams
     name: str = "feff10"
+    potential: SharedPotential | None = None
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -71,10 +84,44 @@ class Feff10Engine(_FeffFiles):
         return f"feff10-rs {version('feff10-rs')}"
 
     def key_parameters(self) -> dict:
-        return _key_parameters(self.params)
+        parameters = _key_parameters(self.params)
+        if self.potential is not None:
+            parameters["shared_potential"] = self.potential.key
+        return parameters
+
+    @property
+    def shares_potential(self) -> bool:
+        """Whether sites of one system should share one SCF potential (``scf_sharing: system``)."""
+        return self.params.scf and self.params.scf_sharing == "system" and self.params.mode == "xanes"
 
     def run_site(self, cluster: Cluster, directory: Path, title: str) -> SpectrumResult:
-        return run_site(cluster, self.params, directory, title)
+        potential_dir = None if self.potential is None else self.potential.directory
+        return run_site(cluster, self.params, directory, title, potential_dir=potential_dir)
+
+
+def with_shared_potential(
+    engine: Engine, cache: SpectrumCache | None, cluster: Cluster, directory: Path, title: str
+) -> Engine:
+    """The engine, set to reuse one SCF potential computed for ``cluster`` (the system's
+    representative site) in ``directory``, or taken from ``cache``; unchanged for engines or
+    settings that do not share potentials. Raises :class:`feff.PotentialError` if FEFF fails."""
+    if not isinstance(engine, Feff10Engine) or not engine.shares_potential:
+        return engine
+    key = cache_key(
+        cluster.symbols, cluster.positions, "feff10-potential", engine.version(), engine.key_parameters()
+    )
+    directory = Path(directory)
+    cached = cache.get(key) if cache is not None else None
+    if cached is not None:
+        cache.restore(cached, directory)
+        logger.info("%s: SCF potential from the cache", title)
+    else:
+        seconds = feff.compute_potential(cluster, engine.params, directory, title)
+        logger.info("%s: SCF potential computed in %.1f s", title, seconds)
+        if cache is not None:
+            empty = np.zeros(0)
+            cache.put(key, empty, empty, directory, {"engine": "feff10-potential", "first_title": title})
+    return replace(engine, potential=SharedPotential(directory, key))
 
 
 def _executable_fingerprint(command: tuple[str, ...]) -> str:

@@ -31,7 +31,10 @@ from xasflow import __version__
 logger = logging.getLogger(__name__)
 
 KEEP_FILES = ("feff.inp", "xmu.dat", "chi.dat", "params.json", "feff.log")
+#: FEFF10's self-consistent potential files, written by its POT stage and read by the later ones.
+POTENTIAL_FILES = ("pot.bin", "apot.bin")
 EDGE_INDEX = {"K": 1, "L1": 2, "L2": 3, "L3": 4}
+EXCHANGE_MODELS = {"HL": 0, "DH": 2, "PNL": 5}
 CORE_HOLE_CARDS = {"FSR": "COREHOLE FSR", "RPA": "COREHOLE RPA", "none": "COREHOLE NONE"}
 
 
@@ -44,6 +47,8 @@ class FeffParams:
     fms_radius: float = 4.6
     scf: bool = False
     scf_radius: float = 4.0
+    scf_sharing: str = "system"
+    exchange: str = "HL"
     core_hole: str = "FSR"
     s02: float = 1.0
     energy_min: float = -20.0
@@ -63,6 +68,10 @@ class FeffParams:
             raise ValueError(f"FEFF dialect '{self.dialect}' is not known; use 'feff10' or 'feff8'")
         if self.edge not in EDGE_INDEX:
             raise ValueError(f"edge '{self.edge}' is not known; use one of {sorted(EDGE_INDEX)}")
+        if self.exchange not in EXCHANGE_MODELS:
+            raise ValueError(f"exchange '{self.exchange}' is not known; use one of {sorted(EXCHANGE_MODELS)}")
+        if self.scf_sharing not in ("system", "site"):
+            raise ValueError(f"scf_sharing '{self.scf_sharing}' is not known; use 'system' or 'site'")
         if self.dialect == "feff8" and self.mode == "xanes":
             raise ValueError("FEFF 8.5L (dialect feff8) has no full multiple scattering: use mode 'exafs'")
 
@@ -111,7 +120,7 @@ def feff_input(cluster: Cluster, params: FeffParams, title: str) -> str:
         lines += [
             f"EDGE {params.edge}",
             f"S02 {params.s02}",
-            "EXCHANGE 0 0 0 -1",
+            f"EXCHANGE {EXCHANGE_MODELS[params.exchange]} 0 0 -1",
             CORE_HOLE_CARDS[params.core_hole],
         ]
     if params.scf:
@@ -263,25 +272,81 @@ def _finish(
     )
 
 
-def run_site(cluster: Cluster, params: FeffParams, directory: str | Path, title: str) -> SpectrumResult:
-    """Run the embedded FEFF10 for one cluster in ``directory``; never raises for a FEFF failure."""
+def run_site(
+    cluster: Cluster,
+    params: FeffParams,
+    directory: str | Path,
+    title: str,
+    potential_dir: str | Path | None = None,
+) -> SpectrumResult:
+    """Run the embedded FEFF10 for one cluster in ``directory``; never raises for a FEFF failure.
+
+    With ``potential_dir`` (a folder written by :func:`compute_potential`) the SCF potential is
+    read from there and FEFF's POT stage is skipped: the later stages (cross-section, FMS) use
+    this cluster's geometry with that potential.
+    """
     import feff10
 
     directory = Path(directory)
     started = time.perf_counter()
     engine = {"engine": "feff10-rs", "engine_version": getattr(feff10, "__version__", "unknown")}
+    if potential_dir is not None:
+        engine["shared_potential"] = str(potential_dir)
     text = write_inputs(cluster, params, directory, title, engine)
+    stages = None
+    if potential_dir is not None:
+        for name in POTENTIAL_FILES:
+            shutil.copy2(Path(potential_dir) / name, directory / name)
+        stages = [stage for stage in feff10.Stage.default_pipeline() if stage != feff10.Stage.POT]
     feff_seconds = 0.0
     reason = ""
     try:
         feff_input_object = feff10.FeffInput.parse(text)
-        config = feff10.FeffConfig(str(directory), feff_input_object, stage_timeout=params.time_limit)
+        config = feff10.FeffConfig(
+            str(directory), feff_input_object, stages=stages, stage_timeout=params.time_limit
+        )
         result = feff10.FeffPipeline(config).run()
         feff_seconds = float(result.total_duration_secs)
     except (feff10.FeffError, OSError, TimeoutError) as error:  # recorded per site, never raised
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         reason = f"FEFF10 failed: {type(error).__name__}: {message}"
     return _finish(cluster, params, directory, title, reason, feff_seconds, started)
+
+
+class PotentialError(RuntimeError):
+    """FEFF10 could not compute the shared SCF potential of a system (its logs are kept)."""
+
+
+def compute_potential(cluster: Cluster, params: FeffParams, directory: str | Path, title: str) -> float:
+    """Run FEFF10 up to its POT stage (SCF potential) for ``cluster`` in ``directory``.
+
+    Keeps ``feff.inp``, ``params.json``, the logs and :data:`POTENTIAL_FILES`; returns FEFF's
+    seconds. Raises :class:`PotentialError` naming the folder when FEFF fails.
+    """
+    import feff10
+
+    directory = Path(directory)
+    engine = {"engine": "feff10-rs", "engine_version": getattr(feff10, "__version__", "unknown")}
+    text = write_inputs(cluster, params, directory, title, {**engine, "stage": "potential"})
+    pipeline = feff10.Stage.default_pipeline()
+    stages = pipeline[: pipeline.index(feff10.Stage.POT) + 1]
+    try:
+        config = feff10.FeffConfig(
+            str(directory), feff10.FeffInput.parse(text), stages=stages, stage_timeout=params.time_limit
+        )
+        result = feff10.FeffPipeline(config).run()
+    except (feff10.FeffError, OSError, TimeoutError) as error:
+        raise PotentialError(
+            f"{directory}: FEFF10 SCF potential failed: {type(error).__name__}: {error}"
+        ) from error
+    missing = [name for name in POTENTIAL_FILES if not (directory / name).is_file()]
+    if missing:
+        raise PotentialError(f"{directory}: FEFF10 POT stage wrote no {', '.join(missing)}")
+    for path in directory.iterdir():
+        keep = path.name in KEEP_FILES or path.name in POTENTIAL_FILES or path.name.startswith("log")
+        if not keep and path.is_file():
+            path.unlink()
+    return float(result.total_duration_secs)
 
 
 def run_site_executable(
