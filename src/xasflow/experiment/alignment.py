@@ -3,8 +3,13 @@
 The maximum of dmu/dE (Athena's default E0) is ambiguous at the Cu K edge: the 1s->4p shoulder
 and the main rise have derivative maxima of similar height, and simulated site spectra switch
 between them (seen as a 6 eV bimodal E0 in the default study). The energy at which the
-normalized absorption first reaches half the edge step is single-valued for a rising edge,
-so xasflow places both simulated and measured spectra on a grid relative to it.
+normalized absorption first reaches a fixed fraction of the edge step is single-valued for a
+rising edge, so xasflow places both simulated and measured spectra on a grid relative to it.
+
+That fraction is 0.3, not one half: the Cu K shoulder of measured foils and of FEFF10 spectra
+with SCF and an RPA core hole plateaus at 0.45-0.55 of the step, so the half step jumped by
+3.5-5 eV between near-identical spectra (one site with its own or with a shared SCF potential),
+while the 0.3 crossing, on the steep rise into the shoulder, moved by 0.03 eV.
 """
 
 from __future__ import annotations
@@ -55,27 +60,28 @@ class XanesNormalization:
     pre2: float = -8.0
     norm1: float = 15.0
     norm2: float = 50.0
+    edge_level: float = 0.3  # E0: where normalized mu first reaches this fraction of the step
 
 
 def normalize_xanes(
     spectrum: MeasuredSpectrum, ranges: XanesNormalization = XanesNormalization()
 ) -> NormalizedSpectrum:
-    """Normalize over ``ranges`` around the half-step E0 and return it with that E0.
+    """Normalize over ``ranges`` around the edge-level E0 and return it with that E0.
 
-    A first Larch normalization (its own E0 and ranges) locates the half step; the spectrum is
-    then normalized again over the fixed ranges around it, and the half step recomputed.
+    A first Larch normalization (its own E0 and ranges) locates the edge-level crossing; the
+    spectrum is then normalized again over the fixed ranges around it, and E0 recomputed.
     Raises ``SpectrumReadError`` naming the file if any step fails.
     """
     first = normalize(spectrum)
-    e0 = _half_step(first, near=first.e0)
+    e0 = _edge_level(first, near=first.e0, level=ranges.edge_level)
     second = normalize(
         spectrum, e0=e0, pre1=ranges.pre1, pre2=ranges.pre2, norm1=ranges.norm1, norm2=ranges.norm2
     )
-    return replace(second, e0=_half_step(second, near=e0))
+    return replace(second, e0=_edge_level(second, near=e0, level=ranges.edge_level))
 
 
-def _half_step(spectrum: NormalizedSpectrum, near: float) -> float:
+def _edge_level(spectrum: NormalizedSpectrum, near: float, level: float) -> float:
     try:
-        return half_step_energy(spectrum.energy, spectrum.norm, near=near)
+        return half_step_energy(spectrum.energy, spectrum.norm, level=level, near=near)
     except ValueError as error:
         raise SpectrumReadError(spectrum.path, f"no edge to align on ({error})") from error
