@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xasflow.dataset.schema import open_dataset
+from xasflow.experiment.fidelity import CalibrationTransform
+from xasflow.models.augment import AugmentationParams, augment_spectrum
 from xasflow.models.params import SystemSplit, TrainParams
 
 logger = logging.getLogger(__name__)
@@ -110,13 +112,14 @@ class SpectrumArrays:
     """The raw (not standardized) spectra and targets of one split.
 
     mu (n, n_energy) normalized absorption; coordination_number (n,); rdf (n, n_r) g(r);
-    system (n,) system name of each spectrum.
+    system (n,) system name and frame (n,) MD snapshot of each spectrum.
     """
 
     mu: np.ndarray
     coordination_number: np.ndarray
     rdf: np.ndarray
     system: np.ndarray
+    frame: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.mu.shape[0])
@@ -143,6 +146,61 @@ class _StandardizedSpectra(Dataset):
         }
 
 
+class AugmentedSpectra(Dataset):
+    """Training items redrawn at every visit (:mod:`xasflow.models.augment`), in network space.
+
+    Item ``index`` at its ``k``-th visit uses ``default_rng([seed, index, k])``: reproducible
+    from the seed and the (seeded) order in which the loader asks for items.
+    """
+
+    def __init__(
+        self,
+        arrays: SpectrumArrays,
+        normalization: Normalization,
+        energy: np.ndarray,
+        params: AugmentationParams,
+    ) -> None:
+        self.arrays = arrays
+        self.normalization = normalization
+        self.energy = np.asarray(energy, dtype=float)
+        self.params = params
+        self.visits = np.zeros(len(arrays), dtype=np.int64)
+        frames = arrays.frame if arrays.frame is not None else np.zeros(len(arrays), dtype=np.int64)
+        keys = list(zip(arrays.system.tolist(), frames.tolist(), strict=True))
+        groups: dict[tuple[str, int], list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key, []).append(index)
+        self.group_members = [np.asarray(groups[key]) for key in keys]
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def draw(self, index: int) -> tuple[np.ndarray, float, np.ndarray]:
+        """The next augmented (mu (n_energy,), coordination number, rdf (n_r,)) of ``index``."""
+        rng = np.random.default_rng([self.params.seed, index, int(self.visits[index])])
+        self.visits[index] += 1
+        members = np.array([index])
+        if self.params.site_average > 1:
+            group = self.group_members[index]
+            count = int(rng.integers(1, min(self.params.site_average, group.size) + 1))
+            others = rng.permutation(group[group != index])[: count - 1]
+            members = np.concatenate([members, others])
+        mu = self.arrays.mu[members].mean(axis=0)
+        coordination_number = float(self.arrays.coordination_number[members].mean())
+        rdf = self.arrays.rdf[members].mean(axis=0)
+        return augment_spectrum(self.energy, mu, self.params, rng), coordination_number, rdf
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        mu, coordination_number, rdf = self.draw(index)
+        return {
+            "mu": torch.from_numpy(self.normalization.standardize_mu(mu[None, :])[0]),
+            "coordination_number": torch.tensor(
+                self.normalization.standardize_coordination_number(np.array([coordination_number]))[0]
+            ),
+            "rdf": torch.from_numpy(self.normalization.center_rdf(rdf[None, :])[0]),
+        }
+
+
 class SpectrumDataModule(pl.LightningDataModule):
     """Train / val / test loaders over a spectrum dataset, split by system.
 
@@ -152,16 +210,26 @@ class SpectrumDataModule(pl.LightningDataModule):
     :meth:`arrays` are available.
     """
 
-    def __init__(self, dataset_path: str | Path, params: TrainParams) -> None:
+    def __init__(
+        self,
+        dataset_path: str | Path,
+        params: TrainParams,
+        augmentation: AugmentationParams | None = None,
+        calibration: CalibrationTransform | None = None,
+    ) -> None:
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.params = params
+        self.augmentation = augmentation or AugmentationParams.none()
+        self.calibration = calibration
         self.split: SystemSplit | None = None
         self.energy: np.ndarray | None = None
         self.r: np.ndarray | None = None
         self.normalization: Normalization | None = None
         self.dataset_attrs: dict[str, Any] = {}
+        self.absorber: str | None = None
         self._arrays: dict[str, SpectrumArrays] = {}
+        self._augmented: AugmentedSpectra | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:  # called again by Trainer.fit after train_model's own call
@@ -173,9 +241,15 @@ class SpectrumDataModule(pl.LightningDataModule):
             split = self.params.resolve_splits(systems)
         except ValueError as error:
             raise ValueError(f"{self.dataset_path}: {error}") from error
-        mu = dataset["mu"].values.astype(np.float32)
+        energy = dataset["energy"].values.astype(np.float64)
+        mu = dataset["mu"].values.astype(np.float64)
+        if self.calibration is not None and not self.calibration.is_identity:
+            # simulated spectra made to look measured (the reference's fitted transform)
+            mu = self.calibration.apply(energy, mu, energy)
+        mu = mu.astype(np.float32)
         coordination_number = dataset["coordination_number"].values.astype(np.float32)
         rdf = dataset["rdf"].values.astype(np.float32)
+        frame = dataset["frame"].values.astype(np.int64)
         for name, members in zip(SPLITS, (split.train, split.val, split.test), strict=True):
             mask = np.isin(systems, members)
             self._arrays[name] = SpectrumArrays(
@@ -183,12 +257,14 @@ class SpectrumDataModule(pl.LightningDataModule):
                 coordination_number=coordination_number[mask],
                 rdf=rdf[mask],
                 system=systems[mask],
+                frame=frame[mask],
             )
         train = self._arrays["train"]
         self.normalization = Normalization.fit(train.mu, train.coordination_number, train.rdf)
         self.energy = dataset["energy"].values.astype(np.float64)
         self.r = dataset["r"].values.astype(np.float64)
         self.dataset_attrs = dict(dataset.attrs)
+        self.absorber = ",".join(sorted(set(dataset["absorber"].values.tolist())))
         self.split = split
         logger.info(
             "%s: %d train spectra (%s), %d val (%s), %d test (%s), excluded %s",
@@ -212,7 +288,14 @@ class SpectrumDataModule(pl.LightningDataModule):
 
     def _loader(self, split_name: str, shuffle: bool) -> DataLoader:
         assert self.normalization is not None, "setup() must run first"
-        dataset = _StandardizedSpectra(self.arrays(split_name), self.normalization)
+        if split_name == "train" and self.augmentation.enabled:
+            if self._augmented is None:  # one dataset for the whole fit: its visit counts go on
+                self._augmented = AugmentedSpectra(
+                    self.arrays("train"), self.normalization, self.energy, self.augmentation
+                )
+            dataset = self._augmented
+        else:
+            dataset = _StandardizedSpectra(self.arrays(split_name), self.normalization)
         # a private generator: the shuffling order depends on the seed alone
         generator = torch.Generator().manual_seed(self.params.seed) if shuffle else None
         # the data are a few MB in memory: worker processes would only add start-up time

@@ -14,6 +14,7 @@ from torch.nn import functional
 
 from xasflow.models.data import Normalization
 from xasflow.models.networks import SpectrumCNN, SpectrumMLP
+from xasflow.models.ood import nearest_distance
 from xasflow.models.params import TrainParams
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ class SpectrumRegressor(pl.LightningModule):
     energy:         (n_energy,) energy grid of the input spectra, eV relative to E0.
     r:              (n_r,) r grid of the RDF, Angstrom.
     normalization:  :class:`~xasflow.models.data.Normalization` or its ``to_dict()``.
+    model_card:     what the model is for and how it was made (absorber, edge, energy reference,
+                    calibration, augmentation, targets and units, data hash and split); plain data.
+    ood_reference_count: number of reference spectra kept (buffer ``ood_reference``, standardized
+                    inputs) for the out-of-distribution distance; 0 disables it.
+    ood_threshold:  distance above which an input is flagged as outside the training distribution.
     """
 
     def __init__(
@@ -58,6 +64,9 @@ class SpectrumRegressor(pl.LightningModule):
         energy: Sequence[float],
         r: Sequence[float],
         normalization: Normalization | Mapping[str, Any],
+        model_card: Mapping[str, Any] | None = None,
+        ood_reference_count: int = 0,
+        ood_threshold: float | None = None,
     ) -> None:
         super().__init__()
         self.params = params if isinstance(params, TrainParams) else TrainParams.from_dict(params)
@@ -80,8 +89,13 @@ class SpectrumRegressor(pl.LightningModule):
         energy = [float(value) for value in self.energy]
         r = [float(value) for value in self.r]
         normalization = self.normalization.to_dict()
+        model_card = dict(model_card or {})
+        self.model_card = model_card
+        self.ood_threshold = None if ood_threshold is None else float(ood_threshold)
         self.save_hyperparameters()
         self.network = build_network(self.params, self.energy.size, self.r.size)
+        # standardized reference spectra for the out-of-distribution distance (xasflow.models.ood)
+        self.register_buffer("ood_reference", torch.zeros(int(ood_reference_count), self.energy.size))
 
     @property
     def architecture(self) -> str:
@@ -148,9 +162,16 @@ class SpectrumRegressor(pl.LightningModule):
                 prediction = self(inputs)
         finally:
             self.train(was_training)
-        return {
+        result = {
             "coordination_number": self.normalization.unstandardize_coordination_number(
                 prediction["coordination_number"].cpu().numpy()
             ),
             "rdf": self.normalization.uncenter_rdf(prediction["rdf"].cpu().numpy()),
         }
+        if self.ood_reference.shape[0] and self.ood_threshold is not None:
+            distance = nearest_distance(
+                self.ood_reference.cpu().numpy(), self.normalization.standardize_mu(mu)
+            )
+            result["input_distance"] = distance
+            result["out_of_distribution"] = distance > self.ood_threshold
+        return result

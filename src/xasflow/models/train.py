@@ -21,8 +21,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 import xasflow
+from xasflow.experiment.fidelity import CalibrationTransform
+from xasflow.models.augment import AugmentationParams
 from xasflow.models.data import SpectrumArrays, SpectrumDataModule
 from xasflow.models.module import SpectrumRegressor
+from xasflow.models.ood import distance_threshold, reference_spectra
 from xasflow.models.params import TrainParams
 
 logger = logging.getLogger(__name__)
@@ -104,7 +107,77 @@ def _json_number(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def train_model(dataset_path: str | Path, params: TrainParams, out_dir: str | Path) -> dict[str, Any]:
+def _model_card(
+    datamodule: SpectrumDataModule,
+    params: TrainParams,
+    augmentation: AugmentationParams,
+    calibration: dict | None,
+) -> dict[str, Any]:
+    """What a checkpoint needs to say about itself (plain data, stored in its hyperparameters)."""
+    from xasflow.experiment.alignment import XanesNormalization
+
+    attrs = datamodule.dataset_attrs
+    try:
+        provenance = json.loads(attrs.get("provenance", "{}"))
+    except (TypeError, ValueError):
+        provenance = {}
+    spectra = provenance.get("spectra", {})
+    ranges = XanesNormalization()
+    energy = datamodule.energy
+    assert energy is not None and datamodule.split is not None
+    return {
+        "absorber": datamodule.absorber,
+        "edge": spectra.get("edge", "K"),
+        "energy_grid_eV": [float(energy[0]), float(energy[-1]), float(energy[1] - energy[0])],
+        "energy_reference": (
+            f"E0 where Larch pre_edge-normalized mu first reaches {ranges.edge_level} of the edge step; "
+            f"pre-edge {ranges.pre1}..{ranges.pre2} eV, post-edge {ranges.norm1}..{ranges.norm2} eV"
+        ),
+        "calibration": calibration,
+        "augmentation": augmentation.to_dict() if augmentation.enabled else None,
+        "targets": {
+            "coordination_number": "atoms (first shell)",
+            "rdf": "g(r), dimensionless, r in Angstrom",
+        },
+        "dataset_config_hash": attrs.get("config_hash"),
+        "split": {
+            "train": list(datamodule.split.train),
+            "val": list(datamodule.split.val),
+            "test": list(datamodule.split.test),
+            "excluded": list(datamodule.split.excluded),
+        },
+        "engine": {key: spectra[key] for key in sorted(spectra) if key != "cache_dir"},
+    }
+
+
+def _out_of_distribution_reference(
+    datamodule: SpectrumDataModule, calibration: dict | None
+) -> tuple[np.ndarray, float]:
+    """Standardized reference spectra (m, n_energy) and the distance threshold
+    (:mod:`xasflow.models.ood`) from the training and validation splits and, with a calibration,
+    its measured reference."""
+    normalization = datamodule.normalization
+    assert normalization is not None and datamodule.energy is not None
+    train = datamodule.arrays("train")
+    references = normalization.standardize_mu(reference_spectra(train.mu, train.system, train.frame))
+    validation = normalization.standardize_mu(datamodule.arrays("val").mu)
+    measured = None
+    if calibration and calibration.get("measured_path"):
+        from xasflow.experiment import read_spectrum, to_relative_grid
+        from xasflow.experiment.alignment import normalize_xanes
+
+        foil = normalize_xanes(read_spectrum(calibration["measured_path"]))
+        measured = normalization.standardize_mu(to_relative_grid(foil, datamodule.energy)[None, :])[0]
+    return references, distance_threshold(references, validation, measured)
+
+
+def train_model(
+    dataset_path: str | Path,
+    params: TrainParams,
+    out_dir: str | Path,
+    augmentation: AugmentationParams | None = None,
+    calibration: dict | None = None,
+) -> dict[str, Any]:
     """Train ``params.architecture`` on the dataset at ``dataset_path``; write results to ``out_dir``.
 
     Seeds everything from ``params.seed`` and trains on CPU with deterministic algorithms. The
@@ -115,17 +188,35 @@ def train_model(dataset_path: str | Path, params: TrainParams, out_dir: str | Pa
 
     Metrics are in physical units: coordination-number MAE (atoms) and R2, RDF MAE (g(r) units),
     each also for a baseline that predicts the training-split mean.
+
+    ``augmentation`` redraws training spectra on the fly (:mod:`xasflow.models.augment`);
+    ``calibration`` (the record written by ``xasflow fidelity``) maps every simulated spectrum
+    onto the measured reference before training. Both, with the out-of-distribution reference
+    set and threshold, are stored in the checkpoint.
     """
+    augmentation = augmentation or AugmentationParams.none()
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(params.seed, workers=True, verbose=False)
 
-    datamodule = SpectrumDataModule(dataset_path, params)
+    transform = CalibrationTransform.from_dict(calibration["transform"]) if calibration else None
+    datamodule = SpectrumDataModule(dataset_path, params, augmentation, transform)
     datamodule.setup("fit")  # the model needs the grids and training statistics before fit
     assert datamodule.split is not None and datamodule.normalization is not None
     split = datamodule.split
-    model = SpectrumRegressor(params, datamodule.energy, datamodule.r, datamodule.normalization)
+    references, threshold = _out_of_distribution_reference(datamodule, calibration)
+    model = SpectrumRegressor(
+        params,
+        datamodule.energy,
+        datamodule.r,
+        datamodule.normalization,
+        model_card=_model_card(datamodule, params, augmentation, calibration),
+        ood_reference_count=references.shape[0],
+        ood_threshold=threshold,
+    )
+    with torch.no_grad():
+        model.ood_reference.copy_(torch.from_numpy(references.astype(np.float32)))
 
     has_val = len(datamodule.arrays("val")) > 0
     monitor = "val_loss" if has_val else "train_loss"
@@ -213,6 +304,10 @@ def train_model(dataset_path: str | Path, params: TrainParams, out_dir: str | Pa
         "baseline_test_cn_mae": _json_number(baseline_metrics["cn_mae"]),
         "baseline_test_cn_r2": _json_number(baseline_metrics["cn_r2"]),
         "baseline_test_rdf_mae": _json_number(baseline_metrics["rdf_mae"]),
+        "calibration": calibration,
+        "augmentation": augmentation.to_dict() if augmentation.enabled else None,
+        "ood_threshold": threshold,
+        "ood_reference_spectra": int(references.shape[0]),
         "monitor": monitor,
         "best_score": _json_number(float(best_score)) if best_score is not None else None,
         "best_checkpoint_epoch": int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"]),
