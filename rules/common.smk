@@ -23,6 +23,8 @@ SYSTEMS = sorted(config["systems"])
 MODELS = sorted(config["training"]["models"])
 PSEUDO = config["inference"].get("pseudo_experiment")
 MEASURED = {entry["name"]: entry["path"] for entry in config["inference"]["spectra"]}
+REFERENCES = config["references"]
+CALIBRATION = config["calibration"]["reference"]
 
 
 wildcard_constraints:
@@ -85,6 +87,30 @@ def dataset_config_json(wildcards):
     return _json({key: config[key] for key in keys})
 
 
+def fidelity_config_json(wildcards):
+    """Engine settings, references and calibration: what the simulated references depend on."""
+    return _json(
+        {
+            "spectra": {key: value for key, value in config["spectra"].items() if key not in (*BATCHING_KEYS, "cache_dir")},
+            "references": REFERENCES,
+            "calibration": config["calibration"],
+        }
+    )
+
+
+def get_reference_files(wildcards=None):
+    return [entry["path"] for entry in REFERENCES.values()]
+
+
+def get_calibration(wildcards=None):
+    """The calibration record training needs, when the study names a calibration reference."""
+    return [f"{RESULTS}/fidelity/calibration.json"] if CALIBRATION else []
+
+
+def calibration_argument(wildcards, input):
+    return f"--calibration {input.calibration}" if input.calibration else ""
+
+
 def train_config_json(wildcards):
     return _json(
         {
@@ -92,6 +118,7 @@ def train_config_json(wildcards):
                 "models": {wildcards.model: config["training"]["models"][wildcards.model]},
                 "val_systems": config["training"]["val_systems"],
                 "test_systems": config["training"]["test_systems"],
+                "augmentation": config["training"]["augmentation"],
             },
             "inference": {"pseudo_experiment": PSEUDO},
         }
@@ -179,4 +206,6 @@ def get_final_outputs():
     ]
     if get_inference_spectra():
         outputs.append(f"{RESULTS}/inference/predictions.csv")
+    if REFERENCES:
+        outputs.append(f"{RESULTS}/fidelity/fidelity.csv")
     return outputs

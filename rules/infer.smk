@@ -1,6 +1,7 @@
 rule pseudo_experiment:
     input:
         dataset=f"{RESULTS}/dataset/spectra.zarr",
+        calibration=get_calibration(),
     output:
         spectrum=f"{RESULTS}/inference/pseudo/{{system}}.dat",
         truth=f"{RESULTS}/inference/pseudo/{{system}}.truth.json",
@@ -8,6 +9,7 @@ rule pseudo_experiment:
         f"{RESULTS}/logs/pseudo/{{system}}.log",
     params:
         config_json=pseudo_config_json,
+        calibration=calibration_argument,
     threads: 1
     resources:
         runtime=10,
@@ -16,7 +18,7 @@ rule pseudo_experiment:
         "../envs/xasflow.yaml"
     shell:
         "xasflow pseudo-experiment --config-json {params.config_json:q} --dataset {input.dataset} "
-        "--spectrum {output.spectrum} --truth {output.truth} > {log} 2>&1"
+        "--spectrum {output.spectrum} --truth {output.truth} {params.calibration} > {log} 2>&1"
 
 
 rule predict:

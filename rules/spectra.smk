@@ -21,3 +21,26 @@ rule feff_batch:
     shell:
         "xasflow spectra run --config-json {params.config_json:q} --manifest {input.manifest} "
         "--snapshots {input.snapshots} --batch {params.batch} --out-dir {params.out_dir} {params.cache} > {log} 2>&1"
+
+
+rule fidelity:
+    input:
+        references=get_reference_files(),
+    output:
+        table=f"{RESULTS}/fidelity/fidelity.csv",
+        record=f"{RESULTS}/fidelity/fidelity.json",
+        calibration=get_calibration(),
+    log:
+        f"{RESULTS}/logs/fidelity.log",
+    params:
+        config_json=fidelity_config_json,
+        out_dir=output_dir,
+        cache=cache_argument,
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=2000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "xasflow fidelity --config-json {params.config_json:q} --out-dir {params.out_dir} {params.cache} > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule train:
     input:
         dataset=f"{RESULTS}/dataset/spectra.zarr",
+        calibration=get_calibration(),
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/model.ckpt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.json",
@@ -11,6 +12,7 @@ rule train:
     params:
         config_json=train_config_json,
         out_dir=output_dir,
+        calibration=calibration_argument,
     threads: 2
     resources:
         runtime=120,
@@ -19,4 +21,4 @@ rule train:
         "../envs/xasflow.yaml"
     shell:
         "OMP_NUM_THREADS={threads} xasflow train --config-json {params.config_json:q} --model {wildcards.model} "
-        "--dataset {input.dataset} --out-dir {params.out_dir} > {log} 2>&1"
+        "--dataset {input.dataset} --out-dir {params.out_dir} {params.calibration} > {log} 2>&1"

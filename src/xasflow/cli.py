@@ -185,7 +185,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             "exclude_systems": (held_out,) if held_out else (),
         }
     )
-    metrics = train_model(args.dataset, params, args.out_dir)
+    from xasflow.models.augment import AugmentationParams
+
+    augmentation = AugmentationParams(**training.get("augmentation", {}))
+    calibration = None
+    if args.calibration:
+        try:
+            calibration = json.loads(Path(args.calibration).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{args.calibration}: not a readable calibration record ({error})") from error
+    metrics = train_model(args.dataset, params, args.out_dir, augmentation, calibration)
     logger.info("%s: %s", args.model, json.dumps(metrics, default=str)[:500])
     return 0
 
@@ -196,7 +205,32 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
 
     config = _config(args)
     params = PseudoExperimentParams(**config["inference"]["pseudo_experiment"])
-    write_pseudo_experiment(open_dataset(args.dataset), params, args.spectrum, args.truth)
+    calibration = None
+    if args.calibration:
+        from xasflow.experiment.fidelity import CalibrationTransform
+
+        calibration = CalibrationTransform.from_dict(
+            json.loads(Path(args.calibration).read_text())["transform"]
+        )
+    write_pseudo_experiment(open_dataset(args.dataset), params, args.spectrum, args.truth, calibration)
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from xasflow.inference.fidelity import run_fidelity
+    from xasflow.spectra.cache import SpectrumCache
+
+    config = _config(args)
+    if not config.get("references"):
+        raise ConfigError("the configuration lists no references (config key 'references')")
+    cache = SpectrumCache(args.cache_dir) if args.cache_dir else None
+    results = run_fidelity(config, args.out_dir, cache, args.reference or None)
+    for result in results:
+        print(
+            f"{result.name}: Pearson r {result.raw.pearson_r:.4f} raw, {result.calibrated.pearson_r:.4f} "
+            f"calibrated; RMSE {result.raw.rmse:.4f} -> {result.calibrated.rmse:.4f}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -300,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", required=True, help="a name under training.models")
     train.add_argument("--dataset", required=True)
     train.add_argument("--out-dir", required=True)
+    train.add_argument(
+        "--calibration", help="calibration.json from `xasflow fidelity`: applied to simulated spectra"
+    )
     train.set_defaults(handler=cmd_train)
 
     pseudo = commands.add_parser(
@@ -309,7 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--dataset", required=True)
     pseudo.add_argument("--spectrum", required=True)
     pseudo.add_argument("--truth", required=True)
+    pseudo.add_argument("--calibration", help="calibration.json: make the simulated average look measured")
     pseudo.set_defaults(handler=cmd_pseudo)
+
+    fidelity = commands.add_parser(
+        "fidelity", help="simulate each measured reference of the study and report how alike they are"
+    )
+    _add_config(fidelity)
+    fidelity.add_argument(
+        "--out-dir", required=True, help="folder for fidelity.csv/.json, plots, calibration.json"
+    )
+    fidelity.add_argument("--reference", action="append", help="only this reference (repeatable)")
+    fidelity.add_argument("--cache-dir", help="content-addressed cache of computed spectra")
+    fidelity.set_defaults(handler=cmd_fidelity)
 
     predict = commands.add_parser("predict", help="predict structure from measured spectra (XDI or columns)")
     predict.add_argument("spectra", nargs="+", help="spectrum files")

@@ -143,6 +143,36 @@ def _check_cross_references(config: dict, source: str) -> None:
         raise ConfigError(
             f"{source}: config key 'absorber': no system contains element '{config['absorber']}'"
         )
+    references = config["references"]
+    for name, reference in references.items():
+        has_lattice = "lattice" in reference
+        if has_lattice == ("structure_file" in reference):
+            raise ConfigError(
+                f"{source}: config key 'references.{name}': give either lattice (with lattice_constant) "
+                "or structure_file"
+            )
+        if has_lattice and "lattice_constant" not in reference:
+            raise ConfigError(
+                f"{source}: config key 'references.{name}.lattice_constant' is required with lattice"
+            )
+    calibration_reference = config["calibration"]["reference"]
+    if calibration_reference is not None:
+        if calibration_reference not in references:
+            raise ConfigError(
+                f"{source}: config key 'calibration.reference' names '{calibration_reference}', which is not "
+                f"in references ({', '.join(sorted(references)) or 'none'})"
+            )
+        reference = references[calibration_reference]
+        edge = reference.get("edge", config["spectra"]["edge"])
+        if reference["element"] != config["absorber"] or edge != config["spectra"]["edge"]:
+            raise ConfigError(
+                f"{source}: config key 'calibration.reference': '{calibration_reference}' is a "
+                f"{reference['element']} {edge} spectrum; the calibration reference must be the absorber's "
+                f"({config['absorber']} {config['spectra']['edge']})"
+            )
+    window = config["calibration"]["window"]
+    if not window[0] < window[1]:
+        raise ConfigError(f"{source}: config key 'calibration.window' {window} must be increasing")
     spectra = config["spectra"]
     if spectra["fms_radius"] > spectra["cluster_radius"]:
         raise ConfigError(

@@ -46,10 +46,44 @@ def snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.Comple
     return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=1500)
 
 
+def _shared_folder() -> Path | None:
+    from conftest import _candidate_folders  # tests/conftest.py, on sys.path under pytest
+
+    override = os.environ.get("XASFLOW_SHARED_DATA")
+    candidates = [Path(override)] if override else _candidate_folders()
+    return next((folder for folder in candidates if folder.is_dir()), None)
+
+
+def tiny_config(workdir: Path) -> Path:
+    """The tiny study, with the measured Cu foil as its reference and calibration (and the Cu and
+    Fe foils to predict) when the shared data folder is there."""
+    config = yaml.safe_load(TINY.read_text())
+    shared = _shared_folder()
+    if shared is not None:
+        experimental = shared / "experimental"
+        config["references"] = {
+            "cu_foil": {
+                "path": str(experimental / "cu_metal_rt.xdi"),
+                "element": "Cu",
+                "lattice": "fcc",
+                "lattice_constant": 3.615,
+            }
+        }
+        config["calibration"] = {"reference": "cu_foil"}
+        config["inference"]["spectra"] = [
+            {"name": "cu_foil", "path": str(experimental / "cu_metal_rt.xdi")},
+            {"name": "cu_10k", "path": str(experimental / "cu_10k.xmu")},
+            {"name": "fe_foil", "path": str(experimental / "fe_metal_rt.xdi")},
+        ]
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
-    result = snakemake(workdir, TINY)
+    result = snakemake(workdir, tiny_config(workdir))
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -117,7 +151,7 @@ def test_models_write_metrics_and_plots(tiny_run):
 
 def test_pseudo_experiment_is_predicted_by_both_models(tiny_run):
     with open(tiny_run / "results/inference/predictions.csv") as handle:
-        rows = list(csv.DictReader(handle))
+        rows = [row for row in csv.DictReader(handle) if "pseudo" in row["spectrum"]]
     assert sorted(row["model"] for row in rows) == ["cnn", "mlp"]
     truth = json.loads((tiny_run / "results/inference/pseudo/np_deca_55.truth.json").read_text())
     for row in rows:
@@ -127,7 +161,7 @@ def test_pseudo_experiment_is_predicted_by_both_models(tiny_run):
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
-    result = snakemake(tiny_run, TINY, "-n")
+    result = snakemake(tiny_run, tiny_run / "study.yaml", "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -138,7 +172,7 @@ def _job_counts(output: str) -> dict[str, int]:
 
 
 def test_changing_one_structure_model_reruns_only_its_jobs(tiny_run, tmp_path):
-    config = yaml.safe_load(TINY.read_text())
+    config = yaml.safe_load((tiny_run / "study.yaml").read_text())
     config["systems"]["np_cubo_55"]["temperature"] = 350
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
@@ -150,6 +184,43 @@ def test_changing_one_structure_model_reruns_only_its_jobs(tiny_run, tmp_path):
     assert counts["feff_batch"] == batches_for(validated, "np_cubo_55")
     assert "wildcards: system=np_cubo_55" in result.stdout
     assert "system=np_ico_55" not in result.stdout and "system=bulk_300K" not in result.stdout
+    assert "fidelity" not in counts  # the references do not depend on the structure models
+
+
+def test_fidelity_compares_the_measured_foil_with_its_simulation_and_calibrates_training(
+    tiny_run, shared_data
+):
+    with open(tiny_run / "results/fidelity/fidelity.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["reference"] for row in rows] == ["cu_foil"]
+    # even the tiny settings (FMS 4 A, 2 eV grid) resemble the foil; calibration brings them closer
+    assert float(rows[0]["pearson_raw"]) > 0.9
+    assert float(rows[0]["pearson_calibrated"]) >= float(rows[0]["pearson_raw"])
+    assert float(rows[0]["rmse_calibrated"]) <= float(rows[0]["rmse_raw"])
+    assert (tiny_run / "results/fidelity/cu_foil/overlay.png").stat().st_size > 0
+    calibration = json.loads((tiny_run / "results/fidelity/calibration.json").read_text())
+    metrics = json.loads((tiny_run / "results/models/cnn/metrics.json").read_text())
+    assert metrics["calibration"]["transform"] == calibration["transform"]
+    assert metrics["augmentation"] is not None  # the schema's defaults
+    truth = json.loads((tiny_run / "results/inference/pseudo/np_deca_55.truth.json").read_text())
+    assert truth["calibration"] == calibration["transform"]
+
+
+def test_every_prediction_carries_its_distance_to_the_training_spectra(tiny_run, shared_data):
+    with open(tiny_run / "results/inference/predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 4  # two models x (two Cu foils, Fe foil, pseudo-experiment)
+    for row in rows:
+        assert float(row["input_distance"]) >= 0 and float(row["distance_threshold"]) > 0
+        assert row["out_of_distribution"] in ("true", "false")
+        assert (row["out_of_distribution"] == "true") == (
+            float(row["input_distance"]) > float(row["distance_threshold"])
+        )
+    iron = [row for row in rows if "fe_metal" in row["spectrum"]]
+    assert all(row["out_of_distribution"] == "true" for row in iron)
+    # another measurement of Cu (10 K, another beamline) than the calibration foil is not flagged
+    copper = [row for row in rows if "cu_10k" in row["spectrum"]]
+    assert copper and all(row["out_of_distribution"] == "false" for row in copper)
 
 
 def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
@@ -166,8 +237,8 @@ def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=_env())
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
-    # e0 here is the half-step energy, a few eV above the tabulated Cu K edge (8979 eV)
-    assert len(rows) == 1 and 8979 < float(rows[0]["e0_eV"]) < 8990
+    # e0 (0.3 of the edge step) lies on the rise into the 1s->4p shoulder, near the tabulated 8979 eV
+    assert len(rows) == 1 and 8976 < float(rows[0]["e0_eV"]) < 8984
     assert np.isfinite(float(rows[0]["predicted_coordination_number"]))
 
 

@@ -110,3 +110,46 @@ def test_batches_sized_to_a_target_time_keep_a_large_dataset_to_a_few_hundred_jo
     assert batch_runtime_minutes(config) == 3 * 60 + 10
     raw["spectra"] = {"batch_size": 7}
     assert batch_size(validate_config(raw)) == 7
+
+
+def _with_reference(**reference):
+    config = _minimal()
+    config["references"] = {"foil": {"path": "foil.xdi", "element": "Cu", **reference}}
+    return config
+
+
+def test_a_reference_needs_a_lattice_or_a_structure_file():
+    assert (
+        validate_config(_with_reference(lattice="fcc", lattice_constant=3.615))["references"]["foil"][
+            "temperature"
+        ]
+        == 300
+    )
+    with pytest.raises(ConfigError, match="references.foil.*either lattice"):
+        validate_config(_with_reference())
+    with pytest.raises(ConfigError, match="references.foil.lattice_constant"):
+        validate_config(_with_reference(lattice="fcc"))
+    with pytest.raises(ConfigError, match="references.foil.lattice"):
+        validate_config(_with_reference(lattice="diamond", lattice_constant=3.6))
+
+
+def test_the_calibration_reference_must_exist_and_be_the_absorbers_edge():
+    config = _with_reference(lattice="fcc", lattice_constant=3.615)
+    config["calibration"] = {"reference": "foil"}
+    assert validate_config(config)["calibration"]["window"] == [-12.0, 45.0]
+    config["calibration"] = {"reference": "nickel"}
+    with pytest.raises(ConfigError, match="calibration.reference.*'nickel'.*not in references"):
+        validate_config(config)
+    config = _with_reference(lattice="fcc", lattice_constant=3.524, element="Ni")
+    config["calibration"] = {"reference": "foil"}
+    with pytest.raises(ConfigError, match="must be the absorber's"):
+        validate_config(config)
+
+
+def test_augmentation_defaults_and_bounds():
+    config = validate_config(_minimal())
+    assert config["training"]["augmentation"]["site_average"] == 1
+    bad = _minimal()
+    bad["training"] = {"augmentation": {"noise": -0.01}}
+    with pytest.raises(ConfigError, match="training.augmentation.noise"):
+        validate_config(bad)

@@ -286,7 +286,13 @@ def test_predictor_round_trip(trained, dataset_path):
     datamodule = SpectrumDataModule(dataset_path, params)
     datamodule.setup("test")
     checkpoint = torch.load(out_dir / "model.ckpt", map_location="cpu", weights_only=True)
-    module = SpectrumRegressor(params, datamodule.energy, datamodule.r, datamodule.normalization)
+    module = SpectrumRegressor(
+        params,
+        datamodule.energy,
+        datamodule.r,
+        datamodule.normalization,
+        ood_reference_count=checkpoint["state_dict"]["ood_reference"].shape[0],
+    )
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()
     test = datamodule.arrays("test")

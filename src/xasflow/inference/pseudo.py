@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from xasflow.experiment.alignment import XanesNormalization, half_step_energy
+from xasflow.experiment.fidelity import CalibrationTransform
+
 
 @dataclass(frozen=True)
 class PseudoExperimentParams:
@@ -41,11 +44,13 @@ def gaussian_broaden(energy: np.ndarray, mu: np.ndarray, fwhm: float) -> np.ndar
 
 
 def make_pseudo_experiment(
-    dataset: xr.Dataset, params: PseudoExperimentParams
+    dataset: xr.Dataset, params: PseudoExperimentParams, calibration: CalibrationTransform | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(absolute energy in eV, mu, truth) for the held-out ``params.system``.
 
-    ``truth`` holds the mean coordination number and mean RDF of the averaged sites.
+    ``truth`` holds the mean coordination number and mean RDF of the averaged sites. With
+    ``calibration`` (the transform fitted on a measured reference) the averaged spectrum is first
+    made to look measured, as the training spectra are, then broadened and noised.
     """
     selected = dataset.where(dataset["system"] == params.system, drop=True)
     if selected.sizes.get("spectrum", 0) == 0:
@@ -66,7 +71,12 @@ def make_pseudo_experiment(
     )
     # a symmetry-reduced crystal site stands for `multiplicity` atoms
     weights = selected["multiplicity"].values.astype(float)
-    averaged = gaussian_broaden(energy, np.average(spectra, axis=0, weights=weights), params.broadening)
+    averaged = np.average(spectra, axis=0, weights=weights)
+    if calibration is not None and not calibration.is_identity:
+        # FEFF's mu is ~1 above the edge, so the edge level can be read off it directly
+        e0 = half_step_energy(energy, averaged, level=XanesNormalization().edge_level)
+        averaged = calibration.apply(energy - e0, averaged, energy - e0)
+    averaged = gaussian_broaden(energy, averaged, params.broadening)
     rng = np.random.default_rng(params.seed)
     measured = averaged + rng.normal(0.0, params.noise, size=averaged.size)
     truth = {
@@ -78,14 +88,19 @@ def make_pseudo_experiment(
         "noise": params.noise,
         "broadening_fwhm_eV": params.broadening,
         "seed": params.seed,
+        "calibration": calibration.to_dict() if calibration is not None else None,
     }
     return energy, measured, truth
 
 
 def write_pseudo_experiment(
-    dataset: xr.Dataset, params: PseudoExperimentParams, spectrum_path: str | Path, truth_path: str | Path
+    dataset: xr.Dataset,
+    params: PseudoExperimentParams,
+    spectrum_path: str | Path,
+    truth_path: str | Path,
+    calibration: CalibrationTransform | None = None,
 ) -> None:
-    energy, mu, truth = make_pseudo_experiment(dataset, params)
+    energy, mu, truth = make_pseudo_experiment(dataset, params, calibration)
     spectrum_path, truth_path = Path(spectrum_path), Path(truth_path)
     spectrum_path.parent.mkdir(parents=True, exist_ok=True)
     header = (

@@ -23,6 +23,9 @@ PREDICTION_COLUMNS = (
     "predicted_coordination_number",
     "true_coordination_number",
     "rdf_mae",
+    "input_distance",
+    "distance_threshold",
+    "out_of_distribution",
 )
 
 
@@ -73,6 +76,7 @@ def predict_files(
                     "predicted_coordination_number": f"{predictions['coordination_number'][index]:.3f}",
                     "true_coordination_number": f"{truth['coordination_number']:.3f}" if truth else "",
                     "rdf_mae": f"{np.abs(predicted_rdf - true_rdf).mean():.4f}" if truth else "",
+                    **_distance_columns(predictions, index, predictor.model.ood_threshold),
                 }
             )
             for point, r in enumerate(predictor.r):
@@ -86,6 +90,15 @@ def predict_files(
                     }
                 )
             logger.info("%s with %s: CN %.2f", stem, model_name, predictions["coordination_number"][index])
+            if "out_of_distribution" in predictions and predictions["out_of_distribution"][index]:
+                logger.warning(
+                    "%s is outside the training distribution of %s (distance %.3f > %.3f): do not trust "
+                    "this prediction",
+                    spectrum.path,
+                    model_name,
+                    predictions["input_distance"][index],
+                    predictor.model.ood_threshold,
+                )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(out_path, PREDICTION_COLUMNS, rows)
@@ -93,6 +106,17 @@ def predict_files(
         out_path.with_name(out_path.stem + "_rdf.csv"), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows
     )
     return rows
+
+
+def _distance_columns(predictions: dict, index: int, threshold: float | None) -> dict[str, str]:
+    """Distance to the training spectra and the out-of-distribution flag (empty for old models)."""
+    if "input_distance" not in predictions:
+        return {"input_distance": "", "distance_threshold": "", "out_of_distribution": ""}
+    return {
+        "input_distance": f"{predictions['input_distance'][index]:.4f}",
+        "distance_threshold": f"{threshold:.4f}",
+        "out_of_distribution": str(bool(predictions["out_of_distribution"][index])).lower(),
+    }
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +159,15 @@ class AugmentedSpectra(Dataset):
         normalization: Normalization,
         energy: np.ndarray,
         params: AugmentationParams,
+        window: np.ndarray | None = None,
     ) -> None:
+        """``arrays.mu`` is on ``energy`` (the dataset's whole grid); ``window`` (boolean mask on
+        it, default all) is the part the model reads, cut after augmenting."""
         self.arrays = arrays
         self.normalization = normalization
         self.energy = np.asarray(energy, dtype=float)
         self.params = params
+        self.window = np.ones(self.energy.size, bool) if window is None else np.asarray(window, bool)
         self.visits = np.zeros(len(arrays), dtype=np.int64)
         frames = arrays.frame if arrays.frame is not None else np.zeros(len(arrays), dtype=np.int64)
         keys = list(zip(arrays.system.tolist(), frames.tolist(), strict=True))
@@ -188,7 +192,7 @@ class AugmentedSpectra(Dataset):
         mu = self.arrays.mu[members].mean(axis=0)
         coordination_number = float(self.arrays.coordination_number[members].mean())
         rdf = self.arrays.rdf[members].mean(axis=0)
-        return augment_spectrum(self.energy, mu, self.params, rng), coordination_number, rdf
+        return augment_spectrum(self.energy, mu, self.params, rng)[self.window], coordination_number, rdf
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         mu, coordination_number, rdf = self.draw(index)
@@ -230,6 +234,9 @@ class SpectrumDataModule(pl.LightningDataModule):
         self.absorber: str | None = None
         self._arrays: dict[str, SpectrumArrays] = {}
         self._augmented: AugmentedSpectra | None = None
+        self.window: np.ndarray | None = None  # mask of the dataset grid the model reads
+        self.full_energy: np.ndarray | None = None
+        self._full_train_mu: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:  # called again by Trainer.fit after train_model's own call
@@ -246,14 +253,27 @@ class SpectrumDataModule(pl.LightningDataModule):
         if self.calibration is not None and not self.calibration.is_identity:
             # simulated spectra made to look measured (the reference's fitted transform)
             mu = self.calibration.apply(energy, mu, energy)
+        low = energy[0] if self.params.energy_min is None else self.params.energy_min
+        high = energy[-1] if self.params.energy_max is None else self.params.energy_max
+        self.window = (energy >= low - 1e-9) & (energy <= high + 1e-9)
+        if self.window.sum() < 4:
+            raise ValueError(
+                f"{self.dataset_path}: the model window {low}..{high} eV holds {self.window.sum()} points of "
+                "the "
+                f"dataset grid {energy[0]:g}..{energy[-1]:g} eV"
+            )
+        self.full_energy = energy
+        self._full_train_mu = None
         mu = mu.astype(np.float32)
         coordination_number = dataset["coordination_number"].values.astype(np.float32)
         rdf = dataset["rdf"].values.astype(np.float32)
         frame = dataset["frame"].values.astype(np.int64)
         for name, members in zip(SPLITS, (split.train, split.val, split.test), strict=True):
             mask = np.isin(systems, members)
+            if name == "train":
+                self._full_train_mu = mu[mask]  # augmentation works on the whole grid
             self._arrays[name] = SpectrumArrays(
-                mu=mu[mask],
+                mu=mu[mask][:, self.window],
                 coordination_number=coordination_number[mask],
                 rdf=rdf[mask],
                 system=systems[mask],
@@ -261,7 +281,7 @@ class SpectrumDataModule(pl.LightningDataModule):
             )
         train = self._arrays["train"]
         self.normalization = Normalization.fit(train.mu, train.coordination_number, train.rdf)
-        self.energy = dataset["energy"].values.astype(np.float64)
+        self.energy = energy[self.window]
         self.r = dataset["r"].values.astype(np.float64)
         self.dataset_attrs = dict(dataset.attrs)
         self.absorber = ",".join(sorted(set(dataset["absorber"].values.tolist())))
@@ -286,12 +306,21 @@ class SpectrumDataModule(pl.LightningDataModule):
             raise ValueError(f"unknown split {split_name!r}; valid: {', '.join(SPLITS)}")
         return self._arrays[split_name]
 
+    def full_train_arrays(self) -> SpectrumArrays:
+        """The training split with spectra on the dataset's whole energy grid (for augmenting)."""
+        train = self.arrays("train")
+        return replace(train, mu=self._full_train_mu)
+
     def _loader(self, split_name: str, shuffle: bool) -> DataLoader:
         assert self.normalization is not None, "setup() must run first"
         if split_name == "train" and self.augmentation.enabled:
             if self._augmented is None:  # one dataset for the whole fit: its visit counts go on
                 self._augmented = AugmentedSpectra(
-                    self.arrays("train"), self.normalization, self.energy, self.augmentation
+                    self.full_train_arrays(),
+                    self.normalization,
+                    self.full_energy,
+                    self.augmentation,
+                    self.window,
                 )
             dataset = self._augmented
         else:

@@ -48,6 +48,9 @@ class TrainParams:
     val_systems:      systems used for validation (best checkpoint); chosen from ``seed`` if empty.
     test_systems:     systems used only for the final metrics; chosen from ``seed`` if empty.
     exclude_systems:  systems never used (e.g. held out as a pseudo-experiment).
+    energy_min, energy_max: the part of the dataset's energy grid (eV relative to E0) the model
+                      reads; None = the whole grid. Calibration and augmentation act on the
+                      whole grid first, so the window's ends see real data.
     """
 
     architecture: str = "cnn"
@@ -64,6 +67,8 @@ class TrainParams:
     val_systems: tuple[str, ...] = ()
     test_systems: tuple[str, ...] = ()
     exclude_systems: tuple[str, ...] = ()
+    energy_min: float | None = None
+    energy_max: float | None = None
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; store tuples so that the parameters stay hashable and immutable
@@ -88,6 +93,14 @@ class TrainParams:
         for name in ("weight_decay", "rdf_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainParams.{name} is {getattr(self, name)}; it must be >= 0")
+        if (
+            self.energy_min is not None
+            and self.energy_max is not None
+            and not self.energy_min < self.energy_max
+        ):
+            raise ValueError(
+                f"TrainParams.energy_min {self.energy_min} must be below energy_max {self.energy_max}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TrainParams.dropout is {self.dropout}; it must be in [0, 1)")
         for name in ("hidden_sizes", "channels"):
@@ -121,7 +134,11 @@ class TrainParams:
         values = dict(mapping)
         # PyYAML reads "1e-3" (no dot) as a string: coerce numbers here, with a clear message
         for field in fields(cls):
-            if field.name in values and field.type in ("int", "float"):
+            if (
+                field.name in values
+                and field.type in ("int", "float", "float | None")
+                and values[field.name] is not None
+            ):
                 converter = int if field.type == "int" else float
                 try:
                     values[field.name] = converter(values[field.name])
