@@ -326,3 +326,23 @@ def test_load_predictor_missing_or_corrupt_file(tmp_path):
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt.ckpt"):
         load_predictor(corrupt)
+
+
+def test_a_model_window_cuts_the_grid_after_calibration_and_augmentation(dataset_path):
+    from xasflow.experiment.fidelity import CalibrationTransform
+    from xasflow.models.augment import AugmentationParams
+
+    params = _params(energy_min=-10.0, energy_max=20.0)
+    calibration = CalibrationTransform(shift=0.5, stretch=0.05, fwhm=1.0)
+    windowed = SpectrumDataModule(dataset_path, params, AugmentationParams(seed=1), calibration)
+    windowed.setup("fit")
+    whole = SpectrumDataModule(dataset_path, _params(), AugmentationParams(seed=1), calibration)
+    whole.setup("fit")
+    inside = (whole.energy >= -10.0) & (whole.energy <= 20.0)
+    assert np.array_equal(windowed.energy, whole.energy[inside])
+    # the calibration acted on the whole grid: the window holds exactly those values
+    np.testing.assert_allclose(windowed.arrays("test").mu, whole.arrays("test").mu[:, inside])
+    batch = next(iter(windowed.train_dataloader()))
+    assert batch["mu"].shape[1] == inside.sum()
+    with pytest.raises(ValueError, match="energy_min"):
+        _params(energy_min=20.0, energy_max=-10.0)
