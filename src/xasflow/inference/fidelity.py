@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from xasflow import __version__
@@ -21,7 +20,7 @@ from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.fidelity import ReferenceFidelity, assess_reference, plot_overlay
 from xasflow.experiment.readers import MeasuredSpectrum, read_spectrum
 from xasflow.spectra.cache import SpectrumCache
-from xasflow.spectra.engines import Feff10Engine, build_engine
+from xasflow.spectra.engines import build_engine
 from xasflow.spectra.reference import ReferenceSpec, compute_reference
 
 logger = logging.getLogger(__name__)
@@ -50,12 +49,8 @@ TABLE_COLUMNS = (
 
 def reference_engine(config: dict, spec_entry: dict):
     """The study's engine with the reference's own edge (a Pt L3 foil in a Cu K study)."""
-    spectra = dict(config["spectra"])
-    spectra["edge"] = spec_entry.get("edge", spectra["edge"])
-    engine = build_engine(spectra)
-    if isinstance(engine, Feff10Engine):
-        return replace(engine, params=replace(engine.params, edge=spectra["edge"]))
-    return engine
+    spectra = {**config["spectra"], "edge": spec_entry.get("edge", config["spectra"]["edge"])}
+    return build_engine(spectra)
 
 
 def run_fidelity(
