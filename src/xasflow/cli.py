@@ -17,10 +17,9 @@ from pathlib import Path
 
 from xasflow import __version__
 from xasflow.config import ConfigError, load_config
+from xasflow.errors import UserError
 
 logger = logging.getLogger("xasflow")
-
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, KeyError)
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -131,10 +130,10 @@ def cmd_spectra_generate(args: argparse.Namespace) -> int:
     config = _config(args)
     frames = read_snapshots(args.structure)
     if not 0 <= args.frame < len(frames):
-        raise ValueError(f"{args.structure}: frame {args.frame} does not exist ({len(frames)} frames)")
+        raise UserError(f"{args.structure}: frame {args.frame} does not exist ({len(frames)} frames)")
     atoms = frames[args.frame]
     if not 0 <= args.absorber_index < len(atoms):
-        raise ValueError(
+        raise UserError(
             f"{args.structure}: absorber index {args.absorber_index} is not in 0..{len(atoms) - 1}"
         )
     cluster = cut_cluster(atoms, args.absorber_index, config["spectra"]["cluster_radius"])
@@ -253,7 +252,7 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     for value in values:
         name, separator, path = value.partition("=")
         if not separator:
-            raise ValueError(f"{option} expects SYSTEM=PATH, got '{value}'")
+            raise UserError(f"{option} expects SYSTEM=PATH, got '{value}'")
         pairs.append((name, path))
     return pairs
 
@@ -379,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except USER_ERRORS as error:
+    except UserError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"xasflow: error: {message}", file=sys.stderr)
         return 2

@@ -15,8 +15,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from xasflow.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """The study configuration is invalid; the message names the key."""
 
 

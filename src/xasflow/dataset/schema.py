@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from xasflow.errors import UserError
+
 SCHEMA_VERSION = 2
 
 
@@ -102,7 +104,7 @@ OPTIONAL_VARS: dict[str, VariableSpec] = {
 REQUIRED_ATTRS = ("schema_version", "xasflow_version", "config_hash", "provenance")
 
 
-class DatasetSchemaError(ValueError):
+class DatasetSchemaError(UserError):
     """A dataset does not follow the xasflow schema."""
 
 

@@ -26,6 +26,8 @@ import xraydb
 from larch.io.xdi import PyXDIFile, XDIFile, get_xdilib
 from larch.utils.physical_constants import PLANCK_HC
 
+from xasflow.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: Fewest distinct energy points accepted: below this no pre-edge line and post-edge curve fit.
@@ -58,7 +60,7 @@ _FLUORESCENCE_ROI_LABEL = re.compile(r"^[A-Za-z]{1,2}_[KLM][a-z0-9]*_mca(\d+)$",
 _HEADER_KEY_VALUE = re.compile(r"^[#!;%]+\s*%?\s*([A-Za-z][\w.]*)\s*:\s*(.*?)\s*$")
 
 
-class SpectrumReadError(ValueError):
+class SpectrumReadError(UserError):
     """A spectrum file that cannot be turned into a usable spectrum.
 
     The message is always one line, ``"<path>: <problem>"``.

@@ -20,6 +20,7 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
+from xasflow.errors import UserError
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import Engine, run_site_cached, with_shared_potential
 from xasflow.spectra.feff import PotentialError, cut_cluster
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 REFERENCE_LATTICES = ("fcc", "bcc", "hcp")
 
 
-class ReferenceError(ValueError):
+class ReferenceError(UserError):
     """A reference that cannot be built or whose every site failed (message names it)."""
 
 

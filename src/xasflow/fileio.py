@@ -1,0 +1,92 @@
+"""Atomic file output: a reader sees the old file or the complete new one, never a half-written one.
+
+Every file xasflow publishes goes through these helpers: the content is written to a hidden
+temporary sibling in the same folder (same filesystem) and moved over the target with
+``os.replace``, which POSIX makes atomic. A failure on the way (disk full, kill) leaves the
+previous target untouched and removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success move it over ``target``.
+
+    Use it for writers that want a path (``np.savez``, ``ase.io.write``, ``torch.save``).
+    ``suffix`` keeps an extension that a writer inspects (``.npz``, ``.xyz``).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, target)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically; return the target path."""
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically; return the target path."""
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty hidden staging folder beside ``target``; on success publish it as ``target``.
+
+    With ``replace`` an existing ``target`` is swapped out only after the new folder is complete
+    (the old one is renamed aside, the new one renamed in, then the old one removed), so a
+    failure at any point before publication leaves the previous ``target`` as it was. Without
+    ``replace`` an existing ``target`` wins (content-addressed stores: the same key means the
+    same content) and the staging folder is discarded. Staging folders are removed on failure.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+    try:
+        yield staging
+        if target.exists() and not replace:
+            return
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.retired.", dir=target.parent))
+            os.replace(target, retired / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_staging_leftovers(target: str | Path) -> list[Path]:
+    """Remove staging/retired folders and temporary files a killed writer left beside ``target``."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        if leftover.name.endswith(".tmp") or ".staging." in leftover.name or ".retired." in leftover.name:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
