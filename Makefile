@@ -31,9 +31,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra
 
+# ruff (lint and format), the one-way import contract (pyproject.toml), the Snakemake linter
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/snakemake --lint
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 clean:
 	rm -rf results/* .snakemake

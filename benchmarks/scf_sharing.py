@@ -29,7 +29,7 @@ from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.readers import MeasuredSpectrum
 from xasflow.spectra.engines import Feff10Engine, build_engine, with_shared_potential
 from xasflow.spectra.feff import cut_cluster
-from xasflow.structures.pipeline import read_snapshots
+from xasflow.structures.io import read_snapshots
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from xasflow.config import load_config
 from xasflow.structures.labels import LabelParams
 from xasflow.structures.pipeline import label_system, simulate_system, system_potential
+from xasflow.study import system_spec
 
 
 def _rounded(mapping: dict | None, digits: int = 3):
@@ -36,10 +37,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
         for name in names:
-            spec = config["systems"][name]
+            spec = system_spec(name, config["systems"][name])
             out = root / name
-            snapshots = simulate_system(name, spec, out)
-            potential = system_potential(spec, out) if "potential" in spec else None
+            snapshots = simulate_system(spec, out)
+            potential = system_potential(spec, out) if spec.potential else None
             label_system(snapshots, spec, params, out / "labels.npz", out / "initial.extxyz", potential)
             record = json.loads((out / "md.json").read_text())
             summary = json.loads((out / "labels.json").read_text())

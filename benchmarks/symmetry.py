@@ -7,7 +7,7 @@
 from ase.build import bulk
 from ase.spacegroup import crystal
 
-from xasflow.spectra.symmetry import inequivalent_sites
+from xasflow.structures.symmetry import inequivalent_sites
 
 CRYSTALS = {
     "fcc Cu 3x3x3": (bulk("Cu", "fcc", a=3.615, cubic=True).repeat((3, 3, 3)), "Cu"),

@@ -49,7 +49,7 @@ def cmd_md(args: argparse.Namespace) -> int:
     from xasflow.structures.pipeline import simulate_system
 
     config = _config(args)
-    simulate_system(args.system, _system(config, args.system), args.out_dir)
+    simulate_system(_system(config, args.system), args.out_dir)
     return 0
 
 
@@ -60,7 +60,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     config = _config(args)
     spec = _system(config, args.system)
     # the MD potential relaxes each snapshot before common neighbour analysis
-    potential = system_potential(spec, Path(args.out).parent) if "potential" in spec else None
+    potential = system_potential(spec, Path(args.out).parent) if spec.potential else None
     label_system(
         args.snapshots,
         spec,
@@ -73,14 +73,15 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
-    from xasflow.config import batch_size, sampling_strategy, sites_for
-    from xasflow.structures.pipeline import read_labels, read_snapshots
+    from xasflow.config import batch_size
+    from xasflow.structures.io import read_labels, read_snapshots
     from xasflow.structures.sampling import sample_inequivalent_sites, sample_sites, write_manifest
+    from xasflow.study import sampling_spec, site_sampling
 
     config = _config(args)
-    strategy = sampling_strategy(config, args.system)
+    sampling = site_sampling(_system(config, args.system), sampling_spec(config["sampling"]))
     labels = read_labels(args.labels)
-    if strategy == "inequivalent":
+    if sampling.strategy == "inequivalent":
         choices = sample_inequivalent_sites(
             read_snapshots(args.snapshots)[0], labels, args.system, config["absorber"], batch_size(config)
         )
@@ -89,11 +90,11 @@ def cmd_sites(args: argparse.Namespace) -> int:
             labels,
             system=args.system,
             absorber=config["absorber"],
-            n_sites=sites_for(config, args.system),
-            strategy=strategy,
-            seed=config["sampling"]["seed"],
+            n_sites=sampling.n_sites,
+            strategy=sampling.strategy,
+            seed=sampling.seed,
             batch_size=batch_size(config),
-            stratify_by=config["sampling"]["stratify_by"],
+            stratify_by=sampling.stratify_by,
         )
     write_manifest(choices, args.out)
     logger.info("%s: %d sites in %d batches", args.system, len(choices), choices[-1].batch + 1)
@@ -125,7 +126,7 @@ def _engine_for(config: dict, system: str | None):
 
 def cmd_spectra_generate(args: argparse.Namespace) -> int:
     from xasflow.spectra.feff import cut_cluster
-    from xasflow.structures.pipeline import read_snapshots
+    from xasflow.structures.io import read_snapshots
 
     config = _config(args)
     frames = read_snapshots(args.structure)
@@ -240,11 +241,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _system(config: dict, system: str) -> dict:
+def _system(config: dict, system: str):
+    from xasflow.study import system_spec
+
     try:
-        return config["systems"][system]
+        entry = config["systems"][system]
     except KeyError:
         raise ConfigError(f"system '{system}' is not in the configuration") from None
+    return system_spec(system, entry)
 
 
 def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:

@@ -209,7 +209,7 @@ def sites_for(config: dict, system: str) -> int:
     the batches before anything runs.
     """
     if sampling_strategy(config, system) == "inequivalent":
-        from xasflow.spectra.symmetry import inequivalent_sites
+        from xasflow.structures.symmetry import inequivalent_sites
         from xasflow.structures.pipeline import initial_structure
 
         return len(

@@ -16,6 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it over ``target``.
@@ -30,6 +36,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        os.chmod(temporary_path, 0o666 & ~_umask())  # mkstemp makes it private; outputs are for everyone
         os.replace(temporary_path, target)
     finally:
         temporary_path.unlink(missing_ok=True)

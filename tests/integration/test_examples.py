@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from xasflow.dataset.schema import open_dataset
-from xasflow.structures.pipeline import read_labels
+from xasflow.structures.io import read_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -17,6 +17,7 @@ from xasflow.structures.builders import (
     decorate,
     species_counts,
 )
+from xasflow.structures.io import read_labels
 from xasflow.structures.labels import (
     LabelParams,
     cna_cutoff,
@@ -24,7 +25,8 @@ from xasflow.structures.labels import (
     reference_number_density,
 )
 from xasflow.structures.lammps_runner import structure_types
-from xasflow.structures.pipeline import label_system, read_labels, simulate_system
+from xasflow.structures.pipeline import label_system, simulate_system
+from xasflow.study import system_spec
 
 
 def _cristobalite() -> Atoms:
@@ -190,9 +192,10 @@ def test_monte_carlo_swaps_segregate_a_pt_cu_particle_away_from_the_random_refer
     )
     params = LabelParams.from_config(config["labels"])
     summaries = {}
-    for name, spec in config["systems"].items():
+    for name, entry in config["systems"].items():
+        spec = system_spec(name, entry)
         out = tmp_path / name
-        snapshots = simulate_system(name, spec, out)
+        snapshots = simulate_system(spec, out)
         label_system(snapshots, spec, params, out / "labels.npz", out / "initial.extxyz")
         summaries[name] = json.loads((out / "labels.json").read_text())
         record = json.loads((out / "md.json").read_text())

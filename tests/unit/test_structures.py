@@ -138,8 +138,8 @@ def test_sampling_never_exceeds_the_candidates():
 
 
 def test_inequivalent_sampling_of_a_static_crystal_keeps_multiplicities():
-    from xasflow.spectra.symmetry import inequivalent_sites
     from xasflow.structures.sampling import sample_inequivalent_sites
+    from xasflow.structures.symmetry import inequivalent_sites
 
     atoms = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((2, 2, 2))
     labels = compute_site_labels(atoms, LabelParams(cn_cutoff=2.6))

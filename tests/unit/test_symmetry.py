@@ -1,4 +1,4 @@
-"""Unit tests for xasflow.spectra.symmetry (symmetry-inequivalent sites, weighted averages)."""
+"""Unit tests for xasflow.structures.symmetry (symmetry-inequivalent sites, weighted averages)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ase.cluster import Octahedron
 from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
-from xasflow.spectra import symmetry
-from xasflow.spectra.symmetry import EquivalentSite, inequivalent_sites, site_weights, weighted_average
+from xasflow.structures import symmetry
+from xasflow.structures.symmetry import EquivalentSite, inequivalent_sites, site_weights, weighted_average
 
 CU_LATTICE = 3.61  # Angstrom
 
@@ -182,7 +182,7 @@ def test_displaced_cluster_with_tight_tolerance_has_no_symmetry():
 def test_cluster_fallback_when_pymatgen_drops_atoms(caplog):
     # For a heteronuclear linear molecule pymatgen's grouping omits an atom; we must not lose it.
     carbon_monoxide = Atoms("CO", positions=[(0, 0, 0), (0, 0, 1.13)])
-    with caplog.at_level(logging.WARNING, logger="xasflow.spectra.symmetry"):
+    with caplog.at_level(logging.WARNING, logger="xasflow.structures.symmetry"):
         sites = inequivalent_sites(carbon_monoxide)
     assert [(site.element, site.members) for site in sites] == [("C", (0,)), ("O", (1,))]
     assert "every atom as its own class" in caplog.text
@@ -194,7 +194,7 @@ def test_cluster_fallback_when_analysis_raises(monkeypatch, caplog):
 
     monkeypatch.setattr(symmetry, "PointGroupAnalyzer", broken)
     atoms = cuboctahedron()
-    with caplog.at_level(logging.WARNING, logger="xasflow.spectra.symmetry"):
+    with caplog.at_level(logging.WARNING, logger="xasflow.structures.symmetry"):
         sites = inequivalent_sites(atoms, element="Cu")
     assert [site.members for site in sites] == [(i,) for i in range(55)]
     assert "no point group" in caplog.text

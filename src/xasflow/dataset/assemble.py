@@ -21,7 +21,7 @@ from xasflow.dataset.schema import build_dataset, write_dataset
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.readers import MeasuredSpectrum
 from xasflow.spectra.batch import read_batch
-from xasflow.structures.pipeline import read_labels
+from xasflow.structures.io import read_labels
 from xasflow.structures.sampling import read_manifest
 
 logger = logging.getLogger(__name__)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from xasflow.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("cnn", "mlp")
@@ -75,59 +77,53 @@ class TrainParams:
         for name in _TUPLE_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str):
-                raise ValueError(f"TrainParams.{name} must be a list, got the string {value!r}")
+                raise UserError(f"TrainParams.{name} must be a list, got the string {value!r}")
             object.__setattr__(self, name, tuple(value))
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(
+            raise UserError(
                 f"TrainParams.architecture is {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
             )
-        positive = {
-            "max_epochs": self.max_epochs,
-            "batch_size": self.batch_size,
-            "kernel_size": self.kernel_size,
-            "learning_rate": self.learning_rate,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"TrainParams.{name} is {value}; it must be > 0")
+        self._check_numbers()
+        self._check_sizes()
+        self._check_splits()
+
+    def _check_numbers(self) -> None:
+        positive = ("max_epochs", "batch_size", "kernel_size", "learning_rate")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise UserError(f"TrainParams.{name} is {getattr(self, name)}; it must be > 0")
         for name in ("weight_decay", "rdf_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainParams.{name} is {getattr(self, name)}; it must be >= 0")
-        if (
-            self.energy_min is not None
-            and self.energy_max is not None
-            and not self.energy_min < self.energy_max
-        ):
-            raise ValueError(
-                f"TrainParams.energy_min {self.energy_min} must be below energy_max {self.energy_max}"
-            )
+            if not getattr(self, name) >= 0:
+                raise UserError(f"TrainParams.{name} is {getattr(self, name)}; it must be >= 0")
+        window = (self.energy_min, self.energy_max)
+        if None not in window and not window[0] < window[1]:
+            raise UserError(f"TrainParams.energy_min {window[0]} must be below energy_max {window[1]}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TrainParams.dropout is {self.dropout}; it must be in [0, 1)")
+            raise UserError(f"TrainParams.dropout is {self.dropout}; it must be in [0, 1)")
+
+    def _check_sizes(self) -> None:
         for name in ("hidden_sizes", "channels"):
             if any(int(size) < 1 for size in getattr(self, name)):
-                raise ValueError(f"TrainParams.{name} is {getattr(self, name)}; all sizes must be >= 1")
+                raise UserError(f"TrainParams.{name} is {getattr(self, name)}; all sizes must be >= 1")
         if self.architecture == "cnn" and not self.channels:
-            raise ValueError("TrainParams.channels is empty; the cnn architecture needs at least one block")
-        splits = {
-            "val_systems": self.val_systems,
-            "test_systems": self.test_systems,
-            "exclude_systems": self.exclude_systems,
-        }
+            raise UserError("TrainParams.channels is empty; the cnn architecture needs at least one block")
+
+    def _check_splits(self) -> None:
         seen: dict[str, str] = {}
-        for split_name, systems in splits.items():
-            for system in systems:
+        for split_name in ("val_systems", "test_systems", "exclude_systems"):
+            for system in getattr(self, split_name):
                 if system in seen:
                     where = "twice" if seen[system] == split_name else f"in both {seen[system]} and"
-                    raise ValueError(f"system {system!r} is named {where} {split_name}")
+                    raise UserError(f"system {system!r} is named {where} {split_name}")
                 seen[system] = split_name
 
     @classmethod
     def from_dict(cls, mapping: Mapping[str, Any]) -> TrainParams:
-        """Build from a config mapping; unknown keys raise ``ValueError`` naming them."""
+        """Build from a config mapping; unknown keys raise ``UserError`` naming them."""
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(mapping) - known)
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"unknown training parameter(s) {', '.join(map(repr, unknown))}; "
                 f"valid: {', '.join(sorted(known))}"
             )
@@ -143,7 +139,7 @@ class TrainParams:
                 try:
                     values[field.name] = converter(values[field.name])
                 except (TypeError, ValueError) as error:
-                    raise ValueError(
+                    raise UserError(
                         f"training parameter {field.name!r} is {values[field.name]!r}; expected {field.type}"
                     ) from error
         return cls(**values)
@@ -166,38 +162,16 @@ class TrainParams:
         for split_name in ("val_systems", "test_systems", "exclude_systems"):
             for system in getattr(self, split_name):
                 if system not in available:
-                    raise ValueError(
+                    raise UserError(
                         f"{split_name} names system {system!r}, which is not in the dataset; "
                         f"available systems: {', '.join(available)}"
                     )
         named = set(self.val_systems) | set(self.test_systems) | set(self.exclude_systems)
         remaining = [system for system in available if system not in named]
-        rng = np.random.default_rng(self.seed)
-        shuffled = [remaining[index] for index in rng.permutation(len(remaining))]
-
-        val, test = list(self.val_systems), list(self.test_systems)
-        n_auto = int(not val) + int(not test)
-        if n_auto:
-            per_split = round(_AUTO_SPLIT_FRACTION * len(remaining))
-            per_split = min(max(1, per_split), (len(remaining) - 1) // n_auto)
-            if per_split >= 1:
-                if not val:
-                    val, shuffled = shuffled[:per_split], shuffled[per_split:]
-                if not test:
-                    test, shuffled = shuffled[:per_split], shuffled[per_split:]
-            elif not val and len(remaining) >= 2:
-                # two systems left: validation (checkpoint choice) matters more than a test score
-                val, shuffled = shuffled[:1], shuffled[1:]
-            if not val or not test:
-                logger.warning(
-                    "only %d system(s) left for automatic splits: val=%s test=%s",
-                    len(remaining),
-                    val,
-                    test,
-                )
+        val, test, shuffled = self._automatic_splits(remaining)
         train = sorted(shuffled)
         if not train:
-            raise ValueError(
+            raise UserError(
                 "no system is left for training after val/test/exclude; "
                 f"available systems: {', '.join(available)}"
             )
@@ -207,6 +181,31 @@ class TrainParams:
             test=tuple(sorted(test)),
             excluded=tuple(sorted(self.exclude_systems)),
         )
+
+    def _automatic_splits(self, remaining: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Fill empty val/test splits from ``remaining`` (shuffled by ``seed``); returns val, test
+        and the systems left for training."""
+        rng = np.random.default_rng(self.seed)
+        shuffled = [remaining[index] for index in rng.permutation(len(remaining))]
+        val, test = list(self.val_systems), list(self.test_systems)
+        n_auto = int(not val) + int(not test)
+        if not n_auto:
+            return val, test, shuffled
+        per_split = round(_AUTO_SPLIT_FRACTION * len(remaining))
+        per_split = min(max(1, per_split), (len(remaining) - 1) // n_auto)
+        if per_split >= 1:
+            if not val:
+                val, shuffled = shuffled[:per_split], shuffled[per_split:]
+            if not test:
+                test, shuffled = shuffled[:per_split], shuffled[per_split:]
+        elif not val and len(remaining) >= 2:
+            # two systems left: validation (checkpoint choice) matters more than a test score
+            val, shuffled = shuffled[:1], shuffled[1:]
+        if not val or not test:
+            logger.warning(
+                "only %d system(s) left for automatic splits: val=%s test=%s", len(remaining), val, test
+            )
+        return val, test, shuffled
 
 
 @dataclass(frozen=True)

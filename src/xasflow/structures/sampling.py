@@ -101,7 +101,7 @@ def sample_inequivalent_sites(
 ) -> list[SiteChoice]:
     """Every symmetry-inequivalent ``absorber`` of a static crystal (frame 0), once, with its
     multiplicity; averages over the crystal weight each spectrum by that multiplicity."""
-    from xasflow.spectra.symmetry import inequivalent_sites
+    from xasflow.structures.symmetry import inequivalent_sites
 
     classes = inequivalent_sites(atoms, element=absorber)
     if not classes:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from xasflow.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -317,16 +317,6 @@ def write_setfl(symbols: Sequence[str], path: str | Path, n_r: int = 2000, n_rho
     """
     symbols = [symbols] if isinstance(symbols, str) else list(symbols)
     text = setfl_text(symbols, n_r=n_r, n_rho=n_rho)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a potential file is for everyone
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    target = atomic_write_text(path, text)
     logger.info("wrote Zhou 2004 EAM setfl for %s to %s", "-".join(symbols), target)
     return target
