@@ -150,7 +150,10 @@ def cmd_spectra_parse(args: argparse.Namespace) -> int:
 
     config = _config(args)
     energy, mu = _engine_for(config, args.system).read_spectrum(Path(args.directory))
-    np.savetxt(args.out, np.column_stack([energy, mu]), delimiter=",", header="energy_eV,mu", comments="")
+    from xasflow.fileio import atomic_open
+
+    with atomic_open(args.out) as handle:
+        np.savetxt(handle, np.column_stack([energy, mu]), delimiter=",", header="energy_eV,mu", comments="")
     return 0
 
 

@@ -42,6 +42,24 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         temporary_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_open(target: str | Path, mode: str = "w", **open_arguments) -> Iterator:
+    """Open a temporary file beside ``target`` for writing; on success it replaces ``target``.
+
+    ``mode`` is "w" (text, UTF-8 unless ``encoding`` is given) or "wb"; other keyword
+    arguments go to ``open`` (``newline=""`` for the csv module).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', got {mode!r}")
+    if mode == "w":
+        open_arguments.setdefault("encoding", "utf-8")
+    with (
+        atomic_path(target, suffix=Path(target).suffix) as temporary,
+        open(temporary, mode, **open_arguments) as handle,
+    ):
+        yield handle
+
+
 def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``target`` atomically; return the target path."""
     with atomic_path(target) as temporary:

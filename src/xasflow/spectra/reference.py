@@ -21,10 +21,11 @@ from ase import Atoms
 from ase.build import bulk
 
 from xasflow.errors import UserError
+from xasflow.fileio import atomic_open
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import Engine, run_site_cached, with_shared_potential
 from xasflow.spectra.feff import PotentialError, cut_cluster
-from xasflow.structures.symmetry import inequivalent_sites
+from xasflow.structures.symmetry import inequivalent_sites, weighted_average
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def compute_reference(
             energies.append(result.energy)
             spectra.append(result.mu)
             weights.append(site.multiplicity)
-    with open(out_dir / "results.csv", "w", newline="") as handle:
+    with atomic_open(out_dir / "results.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=("site", "multiplicity", "status", "reason", "directory"))
         writer.writeheader()
         writer.writerows(rows)
@@ -172,17 +173,19 @@ def compute_reference(
         reasons = "; ".join(sorted({row["reason"] for row in rows}))
         raise ReferenceError(f"reference {spec.name}: every site failed ({reasons}); logs in {out_dir}")
     energy = energies[0]
-    mean = np.average(
-        [np.interp(energy, e, mu) for e, mu in zip(energies, spectra, strict=True)], axis=0, weights=weights
+    mean = weighted_average(
+        np.array([np.interp(energy, e, mu) for e, mu in zip(energies, spectra, strict=True)]),
+        np.array(weights),
     )
-    np.savetxt(
-        out_dir / "spectrum.csv",
-        np.column_stack([energy, mean]),
-        delimiter=",",
-        fmt="%.6f",
-        header="energy_eV,mu",
-        comments="",
-    )
+    with atomic_open(out_dir / "spectrum.csv") as handle:
+        np.savetxt(
+            handle,
+            np.column_stack([energy, mean]),
+            delimiter=",",
+            fmt="%.6f",
+            header="energy_eV,mu",
+            comments="",
+        )
     logger.info(
         "reference %s: %d inequivalent sites (%d failed), %.1f s of FEFF",
         spec.name,
@@ -191,9 +194,3 @@ def compute_reference(
         seconds,
     )
     return ReferenceSpectrum(spec.name, energy, mean, len(spectra), int(sum(weights)), failed, seconds)
-
-
-def read_reference_spectrum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(absolute energy in eV, mu) from a ``spectrum.csv`` written by :func:`compute_reference`."""
-    rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return rows[:, 0], rows[:, 1]

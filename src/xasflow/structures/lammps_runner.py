@@ -373,7 +373,7 @@ def _snapshot(lmp, reference: Atoms, species: list[str], periodic: bool, system:
     symbols = [species[type_id - 1] for type_id in types]
     if not np.all(np.isfinite(positions)):
         raise MDError(f"{system}: non-finite atom positions")
-    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
+    boxlo, boxhi, *_ = lmp.extract_box()
     snapshot = Atoms(symbols=symbols, positions=positions)
     if periodic:
         snapshot.set_cell(np.diag(np.asarray(boxhi) - np.asarray(boxlo)))

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from xasflow.fileio import atomic_open
+from xasflow.structures.symmetry import inequivalent_sites
+
 MANIFEST_COLUMNS = (
     "system",
     "frame",
@@ -101,8 +104,6 @@ def sample_inequivalent_sites(
 ) -> list[SiteChoice]:
     """Every symmetry-inequivalent ``absorber`` of a static crystal (frame 0), once, with its
     multiplicity; averages over the crystal weight each spectrum by that multiplicity."""
-    from xasflow.structures.symmetry import inequivalent_sites
-
     classes = inequivalent_sites(atoms, element=absorber)
     if not classes:
         raise ValueError(f"system '{system}' has no {absorber} atoms to use as absorbers")
@@ -124,8 +125,7 @@ def sample_inequivalent_sites(
 
 def write_manifest(choices: list[SiteChoice], path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_COLUMNS)
         for choice in choices:
