@@ -63,19 +63,19 @@ class LabelParams:
     def from_config(cls, section: Mapping) -> LabelParams:
         """From the validated ``labels`` config section (pair cutoffs keyed 'A-B')."""
         pairs = []
-        for key, value in sorted(section.get("pair_cutoffs", {}).items()):
+        for key, value in sorted(section["pair_cutoffs"].items()):
             first, _, second = key.partition("-")
             pairs.append(((first, second), float(value)))
         return cls(
             cn_cutoff=section["cn_cutoff"],
             pair_cutoffs=tuple(pairs),
-            shell_edges=tuple(section.get("shell_edges", ())),
+            shell_edges=tuple(section["shell_edges"]),
             r_min=section["r_min"],
             r_max=section["r_max"],
             n_r=section["n_r"],
             rdf_sigma=section["rdf_sigma"],
             surface_cn_max=section["surface_cn_max"],
-            valence_ligand=section.get("valence_ligand"),
+            valence_ligand=section["valence_ligand"],
         )
 
 
