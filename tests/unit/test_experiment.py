@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ import pytest
 import xraydb
 
 from xasflow.experiment import (
-    MeasuredSpectrum,
     NormalizedSpectrum,
     SpectrumReadError,
     normalize,
@@ -20,6 +20,7 @@ from xasflow.experiment import (
     readers,
     to_relative_grid,
 )
+from xasflow.spectrum import Spectrum
 
 # BadFiles.txt: "error msg" -> a reader must refuse the file.
 BAD_FILES_REJECTED = [
@@ -57,7 +58,7 @@ def _write_columns(path: Path, energy, mu, header: str = "# energy mu\n") -> Pat
 
 
 @pytest.fixture(scope="module")
-def cu_foil(shared_data) -> MeasuredSpectrum:
+def cu_foil(shared_data) -> Spectrum:
     return read_spectrum(shared_data / "experimental" / "cu_metal_rt.xdi")
 
 
@@ -350,14 +351,10 @@ def test_error_message_survives_pickling(tmp_path):
 # normalization of short scans and grids
 
 
-def _cropped(spectrum: MeasuredSpectrum, low: float, high: float, edge: float) -> MeasuredSpectrum:
+def _cropped(spectrum: Spectrum, low: float, high: float, edge: float) -> Spectrum:
     keep = (spectrum.energy >= edge + low) & (spectrum.energy <= edge + high)
-    return MeasuredSpectrum(
-        path=spectrum.path + "[xanes]",
-        energy=spectrum.energy[keep],
-        mu=spectrum.mu[keep],
-        element=spectrum.element,
-        edge=spectrum.edge,
+    return replace(
+        spectrum, energy=spectrum.energy[keep], mu=spectrum.mu[keep], source=spectrum.source + "[xanes]"
     )
 
 
@@ -381,15 +378,15 @@ def test_short_xanes_scan_normalizes_inside_its_range(cu_foil, cu_foil_normalize
 
 
 def test_e0_outside_data_is_rejected(cu_foil):
-    with pytest.raises(SpectrumReadError, match="outside the measured range"):
+    with pytest.raises(SpectrumReadError, match="outside the data range"):
         normalize(cu_foil, e0=5000.0)
 
 
 def test_falling_edge_is_rejected(cu_foil):
-    inverted = MeasuredSpectrum(path=cu_foil.path, energy=cu_foil.energy, mu=-cu_foil.mu)
+    inverted = replace(cu_foil, mu=-cu_foil.mu)
     with pytest.raises(SpectrumReadError, match="not positive") as caught:
         normalize(inverted)
-    assert str(caught.value).startswith(f"{cu_foil.path}: ")
+    assert str(caught.value).startswith(f"{cu_foil.source}: ")
 
 
 def test_relative_grid_across_the_cu_edge(cu_foil_normalized):
@@ -410,7 +407,7 @@ def test_relative_grid_small_overhang_takes_the_end_value(cu_foil_normalized):
 
 def test_relative_grid_beyond_the_data_is_rejected(cu_foil_normalized):
     bottom = cu_foil_normalized.energy[0] - cu_foil_normalized.e0
-    with pytest.raises(SpectrumReadError, match="beyond the measured range") as caught:
+    with pytest.raises(SpectrumReadError, match="beyond the data range") as caught:
         to_relative_grid(cu_foil_normalized, np.linspace(bottom - 5.0, 50.0, 20))
     assert str(caught.value).startswith(f"{cu_foil_normalized.path}: ")
 
@@ -428,3 +425,30 @@ def test_xanes_normalization_of_the_cu_foil_matches_the_simulation_reference(sha
     assert abs(foil.norm[post].mean() - 1) < 0.15
     assert foil.pre_edge_range == (ranges.pre1, ranges.pre2)
     assert abs(np.interp(foil.e0, foil.energy, foil.norm) - ranges.edge_level) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# the Spectrum the reader returns
+
+
+def test_reader_returns_a_measured_spectrum_with_its_provenance(shared_data, cu_foil):
+    assert isinstance(cu_foil, Spectrum)
+    assert cu_foil.kind == "measured"
+    assert cu_foil.is_absolute
+    assert cu_foil.source == str(shared_data / "experimental" / "cu_metal_rt.xdi")
+    assert cu_foil.metadata["encoding"] == "utf-8"
+    assert cu_foil.metadata["energy_source"] == "column 1 (energy)"
+
+
+def test_summed_fluorescence_channels_are_listed(shared_data):
+    spectrum = read_spectrum(shared_data / "experimental" / "fe_xanes_8ch.xdi")
+    assert spectrum.metadata["channels"] == [f"Fe_Ka_mca{channel}" for channel in range(1, 9)]
+
+
+def test_normalization_keeps_a_relative_energy_axis(cu_foil, cu_foil_normalized):
+    relative = replace(cu_foil, energy=cu_foil.energy - 8979.0, energy_reference="relative:edge")
+    normalized = normalize(relative)
+    assert normalized.energy_reference == "relative:edge"
+    assert cu_foil_normalized.energy_reference == "absolute"
+    assert normalized.e0 == pytest.approx(cu_foil_normalized.e0 - 8979.0, abs=1e-6)
+    np.testing.assert_allclose(normalized.norm, cu_foil_normalized.norm, atol=1e-9)

@@ -133,3 +133,59 @@ def test_two_cu_foil_measurements_agree_better_than_cu_and_ni(shared_data):
     different = fidelity_metrics(GRID, cu_rt, ni, (-12, 45))
     assert same.pearson_r > 0.99
     assert same.rmse < different.rmse
+
+
+# ---------------------------------------------------------------------------------------------
+# one Gaussian broadening for calibration and pseudo-experiments
+
+
+def test_gaussian_broadening_is_one_function_shared_with_pseudo_experiments():
+    from xasflow.experiment.fidelity import gaussian_broaden
+    from xasflow.inference import pseudo
+
+    assert pseudo.gaussian_broaden is gaussian_broaden
+
+
+def test_gaussian_broadening_keeps_area_flat_ends_and_accepts_a_scalar_fwhm():
+    from xasflow.experiment.fidelity import gaussian_broaden
+
+    grid = np.arange(-40.0, 40.0, 0.1)
+    peak = np.exp(-0.5 * (grid / 1.0) ** 2)
+    broadened = gaussian_broaden(grid, peak, 3.0)
+    assert broadened.shape == peak.shape
+    assert broadened.sum() == pytest.approx(peak.sum(), rel=1e-3)
+    assert broadened.max() == pytest.approx(1.0 / 1.620, rel=0.01)  # sigma 1 (+) FWHM 3 -> 1.620
+    step = _xanes_like(grid)
+    assert np.allclose(gaussian_broaden(grid, np.ones((2, grid.size)), 5.0), 1.0)
+    np.testing.assert_array_equal(gaussian_broaden(grid, step, 0.0), step)
+    with pytest.raises(ValueError, match=">= 0 eV"):
+        gaussian_broaden(grid, step, -1.0)
+
+
+def test_gaussian_broadening_in_blocks_equals_one_block(monkeypatch):
+    from xasflow.experiment import fidelity
+
+    grid = np.arange(-20.0, 60.0, 0.1)
+    spectra = np.vstack([_xanes_like(grid), _xanes_like(grid - 2.0)])
+    fwhm = 1.0 + 0.05 * np.maximum(grid, 0.0)
+    whole = fidelity.gaussian_broaden(grid, spectra, fwhm)
+    monkeypatch.setattr(fidelity, "BROADENING_BLOCK", 37)
+    np.testing.assert_allclose(fidelity.gaussian_broaden(grid, spectra, fwhm), whole, rtol=1e-12)
+
+
+def test_energy_offset_is_withheld_between_absolute_and_relative_axes(shared_data):
+    """A simulated spectrum on edge-relative energies (FDMNES) has no absolute E0 to subtract."""
+    from dataclasses import replace
+
+    from xasflow.experiment import read_spectrum
+    from xasflow.experiment.alignment import normalize_xanes
+
+    foil = read_spectrum(shared_data / "experimental" / "cu_metal_rt.xdi")
+    measured = normalize_xanes(foil)
+    relative = replace(foil, energy=foil.energy - 8979.0, energy_reference="relative:edge", kind="computed")
+    simulated = normalize_xanes(relative)
+    assert simulated.energy_reference == "relative:edge"
+    fidelity, _ = assess_reference("cu", measured, simulated, (-12, 45))
+    assert fidelity.energy_offset is None
+    assert fidelity.raw.pearson_r == pytest.approx(1.0)  # the shapes still compare on E0
+    assert fidelity.to_dict()["energy_offset_eV"] is None

@@ -1,10 +1,10 @@
-"""Measured XAS spectra: reading (XDI, plain columns) and edge-step normalization."""
+"""Measured XAS spectra: reading (XDI, plain columns), edge-step normalization, alignment and
+fidelity against simulated spectra. Spectra are :class:`xasflow.spectrum.Spectrum` objects."""
 
 from xasflow.experiment.normalization import NormalizedSpectrum, normalize, to_relative_grid
-from xasflow.experiment.readers import MeasuredSpectrum, SpectrumReadError, read_spectrum
+from xasflow.experiment.readers import SpectrumReadError, read_spectrum
 
 __all__ = [
-    "MeasuredSpectrum",
     "NormalizedSpectrum",
     "SpectrumReadError",
     "normalize",

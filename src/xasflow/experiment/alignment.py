@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from xasflow.experiment.normalization import NormalizedSpectrum, normalize
-from xasflow.experiment.readers import MeasuredSpectrum, SpectrumReadError
+from xasflow.experiment.readers import SpectrumReadError
+from xasflow.spectrum import Spectrum
 
 
 def half_step_energy(
@@ -64,7 +65,7 @@ class XanesNormalization:
 
 
 def normalize_xanes(
-    spectrum: MeasuredSpectrum, ranges: XanesNormalization = XanesNormalization()
+    spectrum: Spectrum, ranges: XanesNormalization = XanesNormalization()
 ) -> NormalizedSpectrum:
     """Normalize over ``ranges`` around the edge-level E0 and return it with that E0.
 

@@ -36,6 +36,10 @@ CALIBRATION_BOUNDS = ((-6.0, 6.0), (-0.25, 0.25), (0.0, 8.0), (0.3, 3.0), (0.0, 
 #: the energies (eV above E0) over which the amplitude factor is switched on.
 FINE_STRUCTURE_SMOOTHING_EV = 8.0
 AMPLITUDE_RAMP_EV = (3.0, 8.0)
+#: FWHM (eV) below which :func:`gaussian_broaden` leaves a spectrum as it is, and the number of
+#: output points whose kernels it builds at once (bounds memory to BROADENING_BLOCK * n floats).
+MIN_FWHM_EV = 1e-6
+BROADENING_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,11 @@ class CalibrationTransform:
         fine = np.arange(low, high + FINE_STEP_EV / 2, FINE_STEP_EV)
         on_fine = np.array([np.interp(fine, moved, row) for row in spectra])
         if self.amplitude != 1.0:
-            smooth = _gaussian_broaden(fine, on_fine, np.full(fine.shape, FINE_STRUCTURE_SMOOTHING_EV))
+            smooth = gaussian_broaden(fine, on_fine, np.full(fine.shape, FINE_STRUCTURE_SMOOTHING_EV))
             low, high = AMPLITUDE_RAMP_EV
             ramp = np.clip((fine - self.shift - low) / (high - low), 0.0, 1.0)
             on_fine = on_fine + (self.amplitude - 1.0) * ramp * (on_fine - smooth)
-        broadened = _gaussian_broaden(fine, on_fine, self._fwhm_at(fine - self.shift))
+        broadened = gaussian_broaden(fine, on_fine, self._fwhm_at(fine - self.shift))
         out = np.array([np.interp(grid, fine, row) for row in broadened])
         return out[0] if single else out
 
@@ -116,18 +120,41 @@ class CalibrationTransform:
         return cls(**{key: float(value) for key, value in mapping.items() if key in cls.__dataclass_fields__})
 
 
-def _gaussian_broaden(energy: np.ndarray, spectra: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
-    """Convolve rows of ``spectra`` on the uniform grid ``energy`` with a Gaussian whose FWHM
-    (eV, one value per output point) may vary with energy. Kernels are renormalized at the
-    ends, so a flat spectrum stays flat."""
+def gaussian_broaden(energy: np.ndarray, spectra: np.ndarray, fwhm) -> np.ndarray:
+    """Convolve ``spectra`` with a unit-area Gaussian whose FWHM may vary with energy.
+
+    Args:
+        energy: eV, shape (n,), increasing with a uniform step.
+        spectra: shape (n,) or (m, n), values on ``energy``.
+        fwhm: eV, a number or one value per point of ``energy`` (shape (n,)): the width of the
+            kernel that forms each output point. All zero returns a copy.
+
+    Returns:
+        The broadened spectra, same shape as ``spectra``. Each kernel is renormalized over the
+        grid, so the ends are not pulled towards zero and a flat spectrum stays flat.
+
+    Raises:
+        ValueError: a negative or non-finite FWHM.
+
+    Cost and memory grow as n^2 (one kernel row per output point), in blocks of
+    :data:`BROADENING_BLOCK` rows: fine for XANES grids of a few thousand points.
+    """
+    energy = np.asarray(energy, dtype=float)
+    spectra = np.asarray(spectra, dtype=float)
     fwhm = np.broadcast_to(np.asarray(fwhm, dtype=float), energy.shape)
-    if np.all(fwhm < 1e-6):
+    if not np.all(np.isfinite(fwhm)) or np.any(fwhm < 0):
+        raise ValueError(f"Gaussian FWHM must be finite and >= 0 eV; the smallest given is {fwhm.min():g} eV")
+    if np.all(fwhm < MIN_FWHM_EV):
         return spectra.copy()
-    sigma = np.maximum(fwhm, 1e-6) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    difference = energy[None, :] - energy[:, None]  # (out, in)
-    kernel = np.exp(-0.5 * (difference / sigma[:, None]) ** 2)
-    kernel /= kernel.sum(axis=1, keepdims=True)
-    return spectra @ kernel.T
+    sigma = np.maximum(fwhm, MIN_FWHM_EV) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    broadened = np.empty(spectra.shape)
+    for start in range(0, energy.size, BROADENING_BLOCK):
+        rows = slice(start, start + BROADENING_BLOCK)
+        difference = energy[None, :] - energy[rows, None]  # (out, in)
+        kernel = np.exp(-0.5 * (difference / sigma[rows, None]) ** 2)
+        kernel /= kernel.sum(axis=1, keepdims=True)
+        broadened[..., rows] = spectra @ kernel.T
+    return broadened
 
 
 @dataclass(frozen=True)
@@ -275,14 +302,16 @@ def fit_calibration(
 class ReferenceFidelity:
     """One measured reference against its simulated spectrum.
 
-    energy_offset:  eV, measured half-step E0 minus simulated half-step E0 (absolute energies).
+    energy_offset:  eV, measured half-step E0 minus simulated half-step E0 (absolute energies);
+                    None when the simulated energies are relative to an edge (FDMNES), where
+                    the difference would mix an absolute with a relative energy.
     raw:            metrics with both spectra only normalized and aligned on their E0.
     calibrated:     metrics after the fitted :class:`CalibrationTransform` ``transform``.
     """
 
     name: str
     measured_path: str
-    energy_offset: float
+    energy_offset: float | None
     raw: FidelityMetrics
     calibrated: FidelityMetrics
     transform: CalibrationTransform
@@ -338,7 +367,7 @@ def assess_reference(
     fidelity = ReferenceFidelity(
         name=name,
         measured_path=str(measured.path),
-        energy_offset=float(measured.e0 - simulated.e0),
+        energy_offset=_energy_offset(measured, simulated),
         raw=fidelity_metrics(grid, measured_on_grid, simulated_on_grid, window),
         calibrated=fidelity_metrics(grid, measured_on_grid, calibrated_on_grid, window),
         transform=transform,
@@ -352,6 +381,20 @@ def assess_reference(
     return fidelity, curves
 
 
+def _energy_offset(measured, simulated) -> float | None:
+    """eV between the two E0, or None when their energy axes have different references."""
+    if measured.energy_reference != simulated.energy_reference:
+        logger.warning(
+            "%s (%s) and %s (%s): energy axes differ in reference; no energy offset reported",
+            measured.path,
+            measured.energy_reference,
+            simulated.path,
+            simulated.energy_reference,
+        )
+        return None
+    return float(measured.e0 - simulated.e0)
+
+
 def plot_overlay(fidelity: ReferenceFidelity, curves: dict[str, np.ndarray], path) -> None:
     """Measured, simulated and calibrated spectra of one reference, with r and RMSE, as PNG."""
     import matplotlib
@@ -361,20 +404,12 @@ def plot_overlay(fidelity: ReferenceFidelity, curves: dict[str, np.ndarray], pat
 
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     axis.plot(curves["energy"], curves["measured"], "k-", lw=1.6, label="measured")
-    axis.plot(
-        curves["energy"],
-        curves["simulated"],
-        "C0--",
-        lw=1.2,
-        label=f"simulated (r {fidelity.raw.pearson_r:.3f}, RMSE {fidelity.raw.rmse:.3f})",
-    )
-    axis.plot(
-        curves["energy"],
-        curves["calibrated"],
-        "C3-",
-        lw=1.2,
-        label=f"calibrated (r {fidelity.calibrated.pearson_r:.3f}, RMSE {fidelity.calibrated.rmse:.3f})",
-    )
+    for curve, metrics, style in (
+        ("simulated", fidelity.raw, "C0--"),
+        ("calibrated", fidelity.calibrated, "C3-"),
+    ):
+        label = f"{curve} (r {metrics.pearson_r:.3f}, RMSE {metrics.rmse:.3f})"
+        axis.plot(curves["energy"], curves[curve], style, lw=1.2, label=label)
     axis.set_xlabel("energy relative to E0 (0.3 of the edge step), eV")
     axis.set_ylabel("normalized absorption")
     axis.set_title(f"{fidelity.name}: {fidelity.measured_path.rsplit('/', 1)[-1]}", fontsize=10)

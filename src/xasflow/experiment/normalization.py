@@ -1,4 +1,4 @@
-"""Edge-step normalization of measured spectra with Larch's ``pre_edge`` (as Athena/Larix do).
+"""Edge-step normalization of spectra with Larch's ``pre_edge`` (as Athena/Larix do).
 
 A line is fitted below the edge, a polynomial above it; both are extrapolated to E0 and their
 difference is the edge step. ``norm = (mu - pre_edge_line) / edge_step`` then rises from ~0 to ~1.
@@ -17,7 +17,8 @@ import numpy as np
 from larch import Group
 from larch.xafs import find_e0, pre_edge
 
-from xasflow.experiment.readers import MeasuredSpectrum, SpectrumReadError
+from xasflow.experiment.readers import SpectrumReadError
+from xasflow.spectrum import ABSOLUTE, Spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,16 @@ class NormalizedSpectrum:
     """A spectrum normalized to unit edge step.
 
     Attributes:
-        path: the file the spectrum was read from.
-        energy: photon energy, eV (absolute), shape (n,), strictly increasing.
+        path: the spectrum's ``source`` (the file it was read from, or the calculation).
+        energy: energy, eV, shape (n,), strictly increasing, on the axis of the spectrum it was
+            made from (``energy_reference``).
         norm: normalized mu(E) (pre-edge line subtracted, divided by the edge step), shape (n,).
-        e0: edge energy, eV (absolute).
+        e0: edge energy, eV, on the same axis as ``energy``.
         edge_step: edge jump in the units of the raw mu, > 0.
         pre_edge_range: (pre1, pre2), eV relative to e0, the range the pre-edge line was fitted on.
         norm_range: (norm1, norm2), eV relative to e0, the range the post-edge curve was fitted on.
+        energy_reference: ``"absolute"`` (photon energies) or ``"relative:<name>"``, copied from
+            the :class:`~xasflow.spectrum.Spectrum`; e0 of two spectra compare only when equal.
     """
 
     path: str
@@ -56,17 +60,18 @@ class NormalizedSpectrum:
     edge_step: float
     pre_edge_range: tuple[float, float]
     norm_range: tuple[float, float]
+    energy_reference: str = ABSOLUTE
 
 
 def normalize(
-    spectrum: MeasuredSpectrum,
+    spectrum: Spectrum,
     e0: float | None = None,
     pre1: float | None = None,
     pre2: float | None = None,
     norm1: float | None = None,
     norm2: float | None = None,
 ) -> NormalizedSpectrum:
-    """Normalize a measured spectrum to unit edge step with ``larch.xafs.pre_edge``.
+    """Normalize a measured or computed spectrum to unit edge step with ``larch.xafs.pre_edge``.
 
     The data must reach at least 10 eV below and 30 eV above e0 (a -20..+60 eV XANES scan is
     fine; a scan that stops at the edge is refused).
@@ -77,19 +82,20 @@ def normalize(
     -150..-30 / 150..400 eV), are replaced by the defaults for that data, with a warning logged.
 
     Args:
-        spectrum: the measured spectrum (energy in eV).
-        e0: edge energy, eV (absolute); None finds it as the maximum of d(mu)/dE (Larch find_e0).
+        spectrum: the spectrum (energy in eV, absolute or relative to an edge).
+        e0: edge energy, eV, on the spectrum's energy axis; None finds it as the maximum of
+            d(mu)/dE (Larch find_e0).
         pre1, pre2: pre-edge fit range, eV relative to e0 (negative).
         norm1, norm2: post-edge fit range, eV relative to e0 (positive).
 
     Returns:
-        The normalized spectrum on the measured energy grid.
+        The normalized spectrum on the spectrum's energy grid.
 
     Raises:
         SpectrumReadError: e0 outside the data, no pre-edge or post-edge points, a Larch failure,
             or an edge step that is not positive and finite (mu does not rise at e0).
     """
-    path = spectrum.path
+    path = spectrum.source
     energy = np.asarray(spectrum.energy, dtype=float)
     mu = np.asarray(spectrum.mu, dtype=float)
     if energy.size < MIN_POINTS_TO_NORMALIZE:
@@ -106,7 +112,7 @@ def normalize(
     elif not (math.isfinite(e0) and energy[1] <= e0 <= energy[-2]):
         raise SpectrumReadError(
             path,
-            f"e0={e0} eV is outside the measured range {energy[1]:.1f}-{energy[-2]:.1f} eV "
+            f"e0={e0} eV is outside the data range {energy[1]:.1f}-{energy[-2]:.1f} eV "
             "(first and last points excluded)",
         )
 
@@ -167,6 +173,7 @@ def normalize(
         edge_step=edge_step,
         pre_edge_range=(float(details.pre1), float(details.pre2)),
         norm_range=(float(details.norm1), float(details.norm2)),
+        energy_reference=spectrum.energy_reference,
     )
     logger.info(
         "normalized %s: e0=%.2f eV, edge step %.4g, pre-edge %s eV, post-edge %s eV",
@@ -187,12 +194,12 @@ def to_relative_grid(normalized: NormalizedSpectrum, energy_grid: np.ndarray) ->
         energy_grid: energies relative to the edge, eV, shape (m,).
 
     Returns:
-        Normalized mu on the grid, shape (m,). Grid points up to 1 eV outside the measured range
-        take the nearest measured value.
+        Normalized mu on the grid, shape (m,). Grid points up to 1 eV outside the data range take
+        the nearest value in the data.
 
     Raises:
         ValueError: the grid is not a 1-D array of finite numbers.
-        SpectrumReadError: the grid reaches more than 1 eV beyond the measured range.
+        SpectrumReadError: the grid reaches more than 1 eV beyond the data range.
     """
     grid = np.asarray(energy_grid, dtype=float)
     if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)):
@@ -208,7 +215,7 @@ def to_relative_grid(normalized: NormalizedSpectrum, energy_grid: np.ndarray) ->
         raise SpectrumReadError(
             normalized.path,
             f"energy grid {grid.min():+.1f}..{grid.max():+.1f} eV relative to e0="
-            f"{normalized.e0:.1f} eV reaches beyond the measured range {measured_low:+.1f}.."
+            f"{normalized.e0:.1f} eV reaches beyond the data range {measured_low:+.1f}.."
             f"{measured_high:+.1f} eV by more than {GRID_OVERHANG_TOLERANCE_EV:g} eV",
         )
     # np.interp holds the end values outside the data: the small-overhang fill.
@@ -252,51 +259,52 @@ def _default_post_edge_range(relative: np.ndarray) -> tuple[float, float]:
     return min(25.0, 5.0 * round(high / 15.0)), high
 
 
+#: How messages name each fit range: which end of the data limits it, and what is fitted there.
+_RANGE_WORDS = {
+    "pre-edge": {"end": 0, "edge_side": "below", "data": "start", "fit": "a pre-edge line", "at": "starting"},
+    "post-edge": {"end": -1, "edge_side": "above", "data": "end", "fit": "a post-edge curve", "at": "ending"},
+}
+
+
 def _pre_edge_range(path, relative, pre1, pre2) -> tuple[float, float]:
     default = _default_pre_edge_range(relative)
     low = default[0] if pre1 is None else max(float(pre1), relative[0])
     high = 0.5 * low if pre2 is None else float(pre2)
-    if low < high and _count_inside(relative, low, high) >= MIN_POINTS_PER_RANGE:
-        return low, high
-    if (pre1, pre2) != (None, None):
-        logger.warning(
-            "%s: pre-edge range %s..%s eV does not fit the data (starting %+.1f eV from e0); "
-            "using %+.1f..%+.1f eV",
-            path,
-            pre1,
-            pre2,
-            relative[0],
-            *default,
-        )
-    if _count_inside(relative, *default) < MIN_POINTS_PER_RANGE:
-        raise SpectrumReadError(
-            path,
-            f"fewer than {MIN_POINTS_PER_RANGE} points below the edge (data start "
-            f"{relative[0]:+.1f} eV from e0): cannot fit a pre-edge line",
-        )
-    return default
+    return _usable_range(path, relative, "pre-edge", (low, high), (pre1, pre2), default)
 
 
 def _post_edge_range(path, relative, norm1, norm2) -> tuple[float, float]:
     default = _default_post_edge_range(relative)
     high = default[1] if norm2 is None else min(float(norm2), relative[-1])
     low = min(25.0, 5.0 * round(high / 15.0)) if norm1 is None else float(norm1)
-    if low < high and _count_inside(relative, low, high) >= MIN_POINTS_PER_RANGE:
-        return low, high
-    if (norm1, norm2) != (None, None):
+    return _usable_range(path, relative, "post-edge", (low, high), (norm1, norm2), default)
+
+
+def _fits(relative: np.ndarray, low: float, high: float) -> bool:
+    return low < high and _count_inside(relative, low, high) >= MIN_POINTS_PER_RANGE
+
+
+def _usable_range(path, relative, name: str, candidate, given, default) -> tuple[float, float]:
+    """``candidate`` (eV relative to e0) if it holds enough points, else Larch's ``default``
+    for this data, with a warning when the user ``given`` range was the one that did not fit."""
+    if _fits(relative, *candidate):
+        return candidate
+    words = _RANGE_WORDS[name]
+    data_end = relative[words["end"]]
+    if given != (None, None):
         logger.warning(
-            "%s: post-edge range %s..%s eV does not fit the data (ending %+.1f eV from e0); "
-            "using %+.1f..%+.1f eV",
+            "%s: %s range %s..%s eV does not fit the data (%s %+.1f eV from e0); using %+.1f..%+.1f eV",
             path,
-            norm1,
-            norm2,
-            relative[-1],
+            name,
+            *given,
+            words["at"],
+            data_end,
             *default,
         )
-    if default[0] >= default[1] or _count_inside(relative, *default) < MIN_POINTS_PER_RANGE:
+    if not _fits(relative, *default):
         raise SpectrumReadError(
             path,
-            f"fewer than {MIN_POINTS_PER_RANGE} points above the edge (data end "
-            f"{relative[-1]:+.1f} eV from e0): cannot fit a post-edge curve",
+            f"fewer than {MIN_POINTS_PER_RANGE} points {words['edge_side']} the edge (data "
+            f"{words['data']} {data_end:+.1f} eV from e0): cannot fit {words['fit']}",
         )
     return default

@@ -1,4 +1,4 @@
-"""Read measured X-ray absorption spectra into :class:`MeasuredSpectrum`.
+"""Read measured X-ray absorption spectra into :class:`~xasflow.spectrum.Spectrum`.
 
 Two formats are recognised from the file's content, not its name:
 
@@ -8,18 +8,24 @@ Two formats are recognised from the file's content, not its name:
 * plain whitespace-separated columns with an optional ``#`` header (``.xmu``, ``.dat``), parsed
   strictly here: every data line must hold the same number of numeric values.
 
+Text is UTF-8 or ASCII, Latin-1 in old beamline comments, or UTF-16/UTF-32 (with or without a
+byte-order mark, as Windows editors save it); it is decoded before parsing.
+
 Every problem a user can cause is raised as :class:`SpectrumReadError` with the message
 ``"<path>: <problem>"`` on one line; no Larch or numpy traceback escapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import xraydb
@@ -27,6 +33,7 @@ from larch.io.xdi import PyXDIFile, XDIFile, get_xdilib
 from larch.utils.physical_constants import PLANCK_HC
 
 from xasflow.errors import UserError
+from xasflow.spectrum import Spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,10 @@ KEV_THRESHOLD_EV = 100.0
 #: Largest fraction of energy steps allowed to go backwards (mono jitter at region
 #: boundaries); more means several sweeps in one file, or a column that is not an energy scan.
 MAX_BACKWARD_STEP_FRACTION = 0.05
+#: Bytes inspected to tell text from binary, and the largest fraction of them that may be
+#: control characters other than tab, newlines and form feed (random binary data has ~10 %).
+TEXT_SAMPLE_BYTES = 8192
+MAX_CONTROL_FRACTION = 0.01
 
 #: XDI labels of columns that already hold mu(E), in order of preference.
 EXPLICIT_MU_LABELS = ("mutrans", "mufluor", "normtrans", "normfluor")
@@ -58,6 +69,18 @@ _GENERIC_COLUMN_LABEL = re.compile(r"^col\d+$", re.IGNORECASE)
 # Per-channel fluorescence regions of interest, e.g. "Fe_Ka_mca3" (GSE / NSLS-II Epics scans).
 _FLUORESCENCE_ROI_LABEL = re.compile(r"^[A-Za-z]{1,2}_[KLM][a-z0-9]*_mca(\d+)$", re.IGNORECASE)
 _HEADER_KEY_VALUE = re.compile(r"^[#!;%]+\s*%?\s*([A-Za-z][\w.]*)\s*:\s*(.*?)\s*$")
+# Byte-order marks, longest first: the UTF-32-LE mark begins with the UTF-16-LE one.
+_BYTE_ORDER_MARKS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+# C0 control characters that never appear in text files (tab, newlines, form feed excluded).
+_CONTROL_BYTES = frozenset([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+# Encodings the XDI C library cannot read from the file itself: it gets a UTF-8 copy.
+_REENCODE_FOR_XDI = frozenset(["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
 
 
 class SpectrumReadError(UserError):
@@ -76,27 +99,46 @@ class SpectrumReadError(UserError):
         return (type(self), (self.path, self.problem))
 
 
-@dataclass(frozen=True)
-class MeasuredSpectrum:
-    """A measured absorption spectrum as read from a file.
+# alias until dataset/assemble.py migrates (a function: the old positional call must keep working)
+def MeasuredSpectrum(
+    path: str | Path,
+    energy: np.ndarray,
+    mu: np.ndarray,
+    element: str | None = None,
+    edge: str | None = None,
+    metadata: dict | None = None,
+) -> Spectrum:
+    """Deprecated: alias until dataset/assemble.py migrates; build a :class:`Spectrum` instead.
 
-    Attributes:
-        path: the file it was read from.
-        energy: incident photon energy, eV (absolute), shape (n,), strictly increasing.
-        mu: raw absorption mu(E) (arbitrary units, not normalized), shape (n,).
-        element: absorbing element symbol (e.g. ``"Cu"``), or None when the file does not say or
-            says something that is not an element.
-        edge: absorption edge (``"K"``, ``"L3"``, ...), or None when unknown or invalid.
-        metadata: provenance: ``format`` (``"xdi"`` or ``"columns"``), ``mu_source`` (how mu was
-            formed), ``column_labels``, ``warnings`` and format-specific header entries.
+    Keeps the old positional call ``MeasuredSpectrum(path, energy, mu)`` of
+    ``dataset/assemble.py``, ``tests/unit/test_ood.py`` and ``benchmarks/scf_sharing.py``
+    working. Those wrap *computed* spectra, which should say ``kind="computed"``.
     """
+    return Spectrum(
+        energy,
+        mu,
+        source=str(path),
+        kind="measured",
+        element=element,
+        edge=edge,
+        metadata=metadata or {},
+    )
 
-    path: str
+
+class _Parsed(NamedTuple):
+    """What a format parser found: energy and mu as in the file (before sorting and keV)."""
+
     energy: np.ndarray
     mu: np.ndarray
-    element: str | None = None
-    edge: str | None = None
-    metadata: dict = field(default_factory=dict)
+    element: str | None
+    edge: str | None
+    metadata: dict
+
+
+class _MuChoice(NamedTuple):
+    values: np.ndarray
+    source: str
+    channels: tuple[str, ...] = ()
 
 
 def read_spectrum(
@@ -104,8 +146,8 @@ def read_spectrum(
     *,
     mu_column: int | str | None = None,
     min_points: int = MIN_POINTS,
-) -> MeasuredSpectrum:
-    """Read one XAS spectrum from an XDI file or a plain column file.
+) -> Spectrum:
+    """Read one measured XAS spectrum from an XDI file or a plain column file.
 
     The format is chosen from the content: a first line ``# XDI/...`` means XDI, anything else is
     read as whitespace-separated numeric columns (energy first).
@@ -128,7 +170,10 @@ def read_spectrum(
         min_points: fewest distinct energies accepted.
 
     Returns:
-        The spectrum, with energy in eV (shape (n,), strictly increasing) and mu (shape (n,)).
+        A ``Spectrum`` with ``kind="measured"``, absolute energies in eV (shape (n,), strictly
+        increasing), raw mu (shape (n,)), ``source`` the path, and ``metadata`` with ``format``,
+        ``encoding``, ``energy_source``, ``mu_source``, ``column_labels`` and ``warnings``
+        (``channels`` when mu sums fluorescence channels).
 
     Raises:
         SpectrumReadError: the file is missing, empty, binary, not numeric, malformed XDI, holds
@@ -136,11 +181,37 @@ def read_spectrum(
             energy axis that is not a single monotonic scan.
     """
     path = Path(path)
-    text = _read_text(path)
+    text, encoding = _read_text(path)
+    parsed = _parse(path, text, encoding, mu_column)
+    energy, mu, notes = _clean_energy_axis(path, parsed.energy, parsed.mu, parsed.metadata, min_points)
+    metadata = {**parsed.metadata, "encoding": encoding}
+    metadata["warnings"] = [*metadata.get("warnings", []), *notes]
+    logger.info(
+        "read %s: %d points, %.1f-%.1f eV, element=%s edge=%s, mu from %s",
+        path,
+        energy.size,
+        energy[0],
+        energy[-1],
+        parsed.element,
+        parsed.edge,
+        metadata.get("mu_source"),
+    )
+    return Spectrum(
+        energy,
+        mu,
+        source=str(path),
+        kind="measured",
+        element=parsed.element,
+        edge=parsed.edge,
+        metadata=metadata,
+    )
+
+
+def _parse(path: Path, text: str, encoding: str, mu_column: int | str | None) -> _Parsed:
     first_line = text.lstrip("\r\n").splitlines()[0]
     if _XDI_VERSION_LINE.match(first_line):
-        energy, mu, element, edge, metadata = _read_xdi(path, text, mu_column)
-    elif _XDI_COLUMN_LINE.search(text):
+        return _read_xdi(path, text, encoding, mu_column)
+    if _XDI_COLUMN_LINE.search(text):
         # BadFiles.txt bad_01: an XDI header without its version line must be refused, not read
         # as loose columns.
         raise SpectrumReadError(
@@ -148,33 +219,33 @@ def read_spectrum(
             "has XDI header lines ('# Column.N: ...') but its first line is not the "
             f"'# XDI/1.0' version line (found {first_line.strip()[:40]!r}); not a valid XDI file",
         )
-    else:
-        energy, mu, element, edge, metadata = _read_columns(path, text, mu_column)
-
-    energy, mu, notes = _clean_energy_axis(path, energy, mu, metadata, min_points)
-    metadata.setdefault("warnings", []).extend(notes)
-    energy.setflags(write=False)
-    mu.setflags(write=False)
-    logger.info(
-        "read %s: %d points, %.1f-%.1f eV, element=%s edge=%s, mu from %s",
-        path,
-        energy.size,
-        energy[0],
-        energy[-1],
-        element,
-        edge,
-        metadata.get("mu_source"),
-    )
-    return MeasuredSpectrum(
-        path=str(path), energy=energy, mu=mu, element=element, edge=edge, metadata=metadata
-    )
+    return _read_columns(path, text, mu_column)
 
 
 # --------------------------------------------------------------------------------------------
-# file access
+# file access and text decoding
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text and the encoding it was decoded from."""
+    raw = _read_bytes(path)
+    encoding = _text_encoding(path, raw)
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise SpectrumReadError(
+            path,
+            f"looks like {encoding.upper()} text but is not valid {encoding.upper()} "
+            f"(byte {exc.start}); save it again as UTF-8 text",
+        ) from exc
+    if not text.strip():
+        raise SpectrumReadError(path, f"file is empty (no text after decoding it as {encoding})")
+    if encoding not in ("utf-8", "latin-1"):
+        logger.info("%s: decoded as %s", path, encoding)
+    return text, encoding
+
+
+def _read_bytes(path: Path) -> bytes:
     if not path.exists():
         raise SpectrumReadError(path, "file does not exist")
     if path.is_dir():
@@ -185,17 +256,55 @@ def _read_text(path: Path) -> str:
         raise SpectrumReadError(path, f"cannot be read: {exc.strerror or exc}") from exc
     if not raw.strip():
         raise SpectrumReadError(path, "file is empty")
+    return raw
+
+
+def _text_encoding(path: Path, raw: bytes) -> str:
+    """The codec to decode ``raw`` with; raises for gzip and binary files."""
     if raw[:2] == b"\x1f\x8b":
         raise SpectrumReadError(
             path, "is gzip-compressed (an Athena project?), not an XDI or column text file"
         )
-    if b"\x00" in raw[:4096]:
-        raise SpectrumReadError(path, "is a binary file, not an XDI or column text file")
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if raw.startswith(mark):
+            return encoding
+    sample = raw[:TEXT_SAMPLE_BYTES]
+    utf16 = _utf16_without_mark(sample)
+    if utf16:
+        return utf16
+    if b"\x00" in sample:
+        raise SpectrumReadError(path, "is a binary file (it holds NUL bytes), not an XDI or column text file")
+    control = sum(byte in _CONTROL_BYTES for byte in sample)
+    if control > MAX_CONTROL_FRACTION * len(sample):
+        raise SpectrumReadError(
+            path,
+            f"is a binary file ({control} of its first {len(sample)} bytes are control "
+            "characters), not an XDI or column text file",
+        )
     try:
-        return raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError:
         # Old beamline files carry Latin-1 in comments; the numbers are ASCII either way.
-        return raw.decode("latin-1")
+        return "latin-1"
+    return "utf-8"
+
+
+def _utf16_without_mark(sample: bytes) -> str | None:
+    """'utf-16-le'/'utf-16-be' for UTF-16 text saved without a byte-order mark, else None.
+
+    ASCII text in UTF-16 has a NUL byte beside every character: in the odd bytes for little
+    endian, the even bytes for big endian, and (almost) none in the others.
+    """
+    size = len(sample) - len(sample) % 2
+    if size < 4:
+        return None
+    even, odd = sample[:size:2], sample[1:size:2]
+    half = size // 2
+    if odd.count(0) > 0.9 * half and even.count(0) < 0.1 * half:
+        return "utf-16-le"
+    if even.count(0) > 0.9 * half and odd.count(0) < 0.1 * half:
+        return "utf-16-be"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,42 +356,64 @@ def _larch_error_text(exc: Exception) -> str:
     return reason.rstrip(":")
 
 
-def _read_xdi(path: Path, text: str, mu_column: int | str | None):
+@contextlib.contextmanager
+def _xdi_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
+    """``path`` itself, or a UTF-8 copy of it for text the XDI C library cannot decode."""
+    if encoding not in _REENCODE_FOR_XDI:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="xasflow-xdi-") as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(text, encoding="utf-8")
+        yield copy
+
+
+def _open_xdi(path: Path, text: str, encoding: str):
+    """Parse the XDI file with Larch; returns (reader object, True if the C library was used)."""
     strict = _xdi_library_available()
     reader_class = _XDIFileNoArrays if strict else _PyXDIFileNoArrays
-    try:
-        xdi = reader_class(str(path))
-    except Exception as exc:  # any Larch/ctypes failure becomes one clear line
-        raise SpectrumReadError(path, f"invalid XDI file: {_larch_error_text(exc)}") from exc
+    with _xdi_readable_path(path, text, encoding) as readable:
+        try:
+            return reader_class(str(readable)), strict
+        except Exception as exc:  # any Larch/ctypes failure becomes one clear line
+            reason = _larch_error_text(exc).replace(str(readable), str(path))
+            where = _xdi_table_problem(text)
+            raise SpectrumReadError(
+                path, f"invalid XDI file: {reason}" + (f" ({where})" if where else "")
+            ) from exc
 
-    warnings: list[str] = []
-    status = getattr(xdi, "status", 0) or 0
-    if status > 0:
-        message = _as_str(getattr(xdi, "error_message", "")).strip()
-        warnings.append(f"XDI warning {status}: {message}")
-        logger.warning("%s: XDI library warning %d: %s", path, status, message)
 
-    data = np.asarray(xdi.data, dtype=float)
-    if data.ndim != 2 or data.shape[0] < 2:
-        raise SpectrumReadError(path, "XDI data table holds fewer than two columns")
-    n_columns = data.shape[0]
-    labels = [_as_str(label).strip() for label in xdi.array_labels][:n_columns]
-    units = [_as_str(unit).strip() for unit in getattr(xdi, "array_units", [])][:n_columns]
-    units += [""] * (n_columns - len(units))
-    labels = _fill_generic_labels(labels, _last_header_words(text), warnings, path)
+def _xdi_table_problem(text: str) -> str | None:
+    """Where the XDI data table first breaks the rules: a row of another length, or a value that
+    is not a finite number ('nan' is not allowed in XDI). None when the table looks fine."""
+    first_count = None
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens or line.lstrip().startswith(_COMMENT_CHARS):
+            continue
+        bad = next((token for token in tokens if not _is_finite_number(token)), None)
+        if bad is not None:
+            return f"line {line_number}: {bad[:40]!r} is not a finite number"
+        if first_count is None:
+            first_count = (len(tokens), line_number)
+        elif len(tokens) != first_count[0]:
+            return f"line {line_number} has {len(tokens)} values, line {first_count[1]} has {first_count[0]}"
+    return None
+
+
+def _is_finite_number(token: str) -> bool:
+    value = _parse_number(token)
+    return value is not None and math.isfinite(value)
+
+
+def _read_xdi(path: Path, text: str, encoding: str, mu_column: int | str | None) -> _Parsed:
+    xdi, strict = _open_xdi(path, text, encoding)
+    warnings = _xdi_status_warnings(path, xdi)
+    data, labels, units = _xdi_table(path, xdi, text, warnings)
     attrs = {family: dict(entries) for family, entries in getattr(xdi, "attrs", {}).items()}
-
-    outer = np.asarray(getattr(xdi, "outer_array", []))
-    if outer.size > 1:
-        outer_label = _as_str(getattr(xdi, "outer_label", "")).strip() or "outer"
-        raise SpectrumReadError(
-            path,
-            f"no single XAFS scan: the file holds a 2D scan ({outer.size} blocks of outer "
-            f"variable {outer_label!r}); split it into one scan per file",
-        )
-
+    _refuse_2d_scan(path, xdi)
     energy, energy_source = _xdi_energy(path, data, labels, units, attrs)
-    mu, mu_source = _xdi_mu(path, data, labels, mu_column)
+    mu = _xdi_mu(path, data, labels, mu_column)
     element, edge = _xdi_element_edge(path, xdi, attrs, warnings)
     metadata = {
         "format": "xdi",
@@ -291,12 +422,51 @@ def _read_xdi(path: Path, text: str, mu_column: int | str | None):
         "column_labels": labels,
         "column_units": units,
         "energy_source": energy_source,
-        "mu_source": mu_source,
+        "mu_source": mu.source,
         "xdi_attrs": attrs,
         "comments": _as_str(getattr(xdi, "comments", "")).strip(),
         "warnings": warnings,
     }
-    return energy, mu, element, edge, metadata
+    if mu.channels:
+        metadata["channels"] = list(mu.channels)
+    return _Parsed(energy, mu.values, element, edge, metadata)
+
+
+def _xdi_status_warnings(path: Path, xdi) -> list[str]:
+    """The XDI library's warning (status > 0: a readable file that breaks a 'should')."""
+    status = getattr(xdi, "status", 0) or 0
+    if status <= 0:
+        return []
+    message = _as_str(getattr(xdi, "error_message", "")).strip()
+    logger.warning("%s: XDI library warning %d: %s", path, status, message)
+    return [f"XDI warning {status}: {message}"]
+
+
+def _xdi_table(path: Path, xdi, text: str, warnings: list[str]):
+    """The data table (n_columns, n_points), its column labels and units."""
+    data = np.asarray(xdi.data, dtype=float)
+    if data.ndim != 2 or data.shape[0] < 2:
+        found = data.shape[0] if data.ndim == 2 else 0
+        raise SpectrumReadError(
+            path, f"XDI data table holds {found} column(s); at least 2 (energy and mu) are needed"
+        )
+    n_columns = data.shape[0]
+    labels = [_as_str(label).strip() for label in xdi.array_labels][:n_columns]
+    units = [_as_str(unit).strip() for unit in getattr(xdi, "array_units", [])][:n_columns]
+    units += [""] * (n_columns - len(units))
+    labels = _fill_generic_labels(labels, _last_header_words(text), warnings, path)
+    return data, labels, units
+
+
+def _refuse_2d_scan(path: Path, xdi) -> None:
+    outer = np.asarray(getattr(xdi, "outer_array", []))
+    if outer.size > 1:
+        outer_label = _as_str(getattr(xdi, "outer_label", "")).strip() or "outer"
+        raise SpectrumReadError(
+            path,
+            f"no single XAFS scan: the file holds a 2D scan ({outer.size} blocks of outer "
+            f"variable {outer_label!r}); split it into one scan per file",
+        )
 
 
 def _last_header_words(text: str) -> list[str]:
@@ -343,46 +513,55 @@ def _describe_columns(labels: list[str], units: list[str] | None = None) -> str:
     )
 
 
+def _column_name(index: int, label: str) -> str:
+    """How messages and metadata name a column: 'column 1 (energy)', counted from 1."""
+    return f"column {index + 1} ({label})"
+
+
 def _xdi_energy(path, data, labels, units, attrs) -> tuple[np.ndarray, str]:
-    lowered = [label.lower() for label in labels]
+    """Energy (eV) from the energy column, or from the angle column by Bragg's law."""
     lowered_units = [unit.split()[0].lower() if unit.split() else "" for unit in units]
-    energy_index = None
-    if "energy" in lowered:
-        energy_index = lowered.index("energy")
-    else:
-        # BadFiles.txt bad_32: 'Column.1: Energie eV' is an energy axis in all but spelling.
-        for index, unit in enumerate(lowered_units):
-            if unit in ("ev", "kev"):
-                energy_index = index
-                break
+    energy_index = _xdi_energy_index(labels, lowered_units)
     if energy_index is not None:
         energy = data[energy_index].copy()
+        name = _column_name(energy_index, labels[energy_index])
         if lowered_units[energy_index] == "kev":
-            energy *= 1000.0
-            return energy, f"{labels[energy_index]} (keV, converted to eV)"
-        return energy, labels[energy_index]
+            return energy * 1000.0, f"{name}, keV converted to eV"
+        return energy, name
 
+    lowered = [label.lower() for label in labels]
     if "angle" in lowered:
-        angle_index = lowered.index("angle")
-        d_spacing = _d_spacing(attrs)
-        if d_spacing is None:
-            raise SpectrumReadError(
-                path,
-                "has an 'angle' column but no valid Mono.d_spacing (Angstrom) to convert it to "
-                "energy; add '# Mono.d_spacing: <value>' to the header",
-            )
-        angle = data[angle_index]
-        if lowered_units[angle_index] not in ("rad", "radian", "radians"):
-            angle = np.deg2rad(angle)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            energy = PLANCK_HC / (2.0 * d_spacing * np.sin(angle))
-        return energy, f"angle via Bragg's law, d={d_spacing} Angstrom"
+        return _energy_from_angle(path, data, lowered.index("angle"), lowered_units, attrs)
 
     raise SpectrumReadError(
         path,
         f"no XAFS scan: no energy column (columns: {_describe_columns(labels, units)}); expected "
         "a column labelled 'energy' or with units eV/keV, or 'angle' with Mono.d_spacing",
     )
+
+
+def _xdi_energy_index(labels: list[str], lowered_units: list[str]) -> int | None:
+    lowered = [label.lower() for label in labels]
+    if "energy" in lowered:
+        return lowered.index("energy")
+    # BadFiles.txt bad_32: 'Column.1: Energie eV' is an energy axis in all but spelling.
+    return next((index for index, unit in enumerate(lowered_units) if unit in ("ev", "kev")), None)
+
+
+def _energy_from_angle(path, data, angle_index: int, lowered_units: list[str], attrs):
+    d_spacing = _d_spacing(attrs)
+    if d_spacing is None:
+        raise SpectrumReadError(
+            path,
+            "has an 'angle' column but no valid Mono.d_spacing (Angstrom) to convert it to "
+            "energy; add '# Mono.d_spacing: <value>' to the header",
+        )
+    angle = data[angle_index]
+    if lowered_units[angle_index] not in ("rad", "radian", "radians"):
+        angle = np.deg2rad(angle)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        energy = PLANCK_HC / (2.0 * d_spacing * np.sin(angle))
+    return energy, f"{_column_name(angle_index, 'angle')} via Bragg's law, d={d_spacing} Angstrom"
 
 
 def _d_spacing(attrs: dict) -> float | None:
@@ -407,7 +586,9 @@ def _column_index(path, labels: list[str], mu_column: int | str) -> int:
     if isinstance(mu_column, int):
         if not 1 <= mu_column <= len(labels):
             raise SpectrumReadError(
-                path, f"mu_column={mu_column} is out of range: the file has {len(labels)} columns"
+                path,
+                f"mu_column={mu_column} is out of range: the file has {len(labels)} columns, "
+                f"1 to {len(labels)} ({_describe_columns(labels)})",
             )
         return mu_column - 1
     lowered = [label.lower() for label in labels]
@@ -418,56 +599,72 @@ def _column_index(path, labels: list[str], mu_column: int | str) -> int:
     return lowered.index(mu_column.lower())
 
 
-def _xdi_mu(path, data, labels, mu_column) -> tuple[np.ndarray, str]:
+def _xdi_mu(path, data, labels, mu_column) -> _MuChoice:
+    """mu(E) from the XDI columns, in the order of preference of :func:`read_spectrum`."""
     if mu_column is not None:
         index = _column_index(path, labels, mu_column)
-        return data[index].copy(), labels[index]
-
+        return _MuChoice(data[index].copy(), labels[index])
     lowered = [label.lower() for label in labels]
-    for name in EXPLICIT_MU_LABELS:
-        if name in lowered:
-            return data[lowered.index(name)].copy(), labels[lowered.index(name)]
-
-    i0 = data[lowered.index("i0")] if "i0" in lowered else None
-    if i0 is not None and "itrans" in lowered:
-        itrans = data[lowered.index("itrans")]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mu = np.log(i0 / itrans)
-        _require_finite_ratio(path, mu, "ln(i0/itrans)", "i0 and itrans must be positive counts")
-        return mu, "ln(i0/itrans)"
-    if i0 is not None and "ifluor" in lowered:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mu = data[lowered.index("ifluor")] / i0
-        _require_finite_ratio(path, mu, "ifluor/i0", "i0 must be non-zero")
-        return mu, "ifluor/i0"
-
-    channels = {}
-    for index, label in enumerate(labels):
-        match = _FLUORESCENCE_ROI_LABEL.match(label)
-        if match:
-            channels[int(match.group(1))] = index
-    if i0 is not None and channels:
-        fluorescence = np.zeros(data.shape[1])
-        corrected = 0
-        for channel, index in sorted(channels.items()):
-            dead_time = f"dtfactor_mca{channel}"
-            factor = data[lowered.index(dead_time)] if dead_time in lowered else 1.0
-            corrected += dead_time in lowered
-            fluorescence += data[index] * factor
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mu = fluorescence / i0
-        names = [labels[index] for _, index in sorted(channels.items())]
-        source = f"sum({', '.join(names)})/i0"
-        if corrected:
-            source += f" with dead-time factors on {corrected} channels"
-        _require_finite_ratio(path, mu, source, "i0 must be non-zero")
-        return mu, source
-
+    for former in (_explicit_mu, _transmission_mu, _fluorescence_mu, _summed_channels_mu):
+        choice = former(path, data, labels, lowered)
+        if choice is not None:
+            return choice
     raise SpectrumReadError(
         path,
         f"no absorption column: need one of {', '.join(EXPLICIT_MU_LABELS)}, or i0 with itrans or "
         f"ifluor (columns: {_describe_columns(labels)}); pass mu_column to choose one",
     )
+
+
+def _explicit_mu(path, data, labels, lowered) -> _MuChoice | None:
+    name = next((name for name in EXPLICIT_MU_LABELS if name in lowered), None)
+    if name is None:
+        return None
+    index = lowered.index(name)
+    return _MuChoice(data[index].copy(), labels[index])
+
+
+def _transmission_mu(path, data, labels, lowered) -> _MuChoice | None:
+    if "i0" not in lowered or "itrans" not in lowered:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = np.log(data[lowered.index("i0")] / data[lowered.index("itrans")])
+    _require_finite_ratio(path, mu, "ln(i0/itrans)", "i0 and itrans must be positive counts")
+    return _MuChoice(mu, "ln(i0/itrans)")
+
+
+def _fluorescence_mu(path, data, labels, lowered) -> _MuChoice | None:
+    if "i0" not in lowered or "ifluor" not in lowered:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = data[lowered.index("ifluor")] / data[lowered.index("i0")]
+    _require_finite_ratio(path, mu, "ifluor/i0", "i0 must be non-zero")
+    return _MuChoice(mu, "ifluor/i0")
+
+
+def _summed_channels_mu(path, data, labels, lowered) -> _MuChoice | None:
+    """Sum of per-channel fluorescence ROIs, each times its dead-time factor if given, over i0."""
+    channels = {}
+    for index, label in enumerate(labels):
+        match = _FLUORESCENCE_ROI_LABEL.match(label)
+        if match:
+            channels[int(match.group(1))] = index
+    if "i0" not in lowered or not channels:
+        return None
+    fluorescence = np.zeros(data.shape[1])
+    corrected = 0
+    for channel, index in sorted(channels.items()):
+        dead_time = f"dtfactor_mca{channel}"
+        corrected += dead_time in lowered
+        fluorescence += data[index] * (data[lowered.index(dead_time)] if dead_time in lowered else 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = fluorescence / data[lowered.index("i0")]
+    names = tuple(labels[index] for _, index in sorted(channels.items()))
+    source = f"sum({', '.join(names)})/i0"
+    if corrected:
+        source += f" with dead-time factors on {corrected} channels"
+    _require_finite_ratio(path, mu, source, "i0 must be non-zero")
+    return _MuChoice(mu, source, names)
 
 
 def _require_finite_ratio(path, mu: np.ndarray, source: str, hint: str) -> None:
@@ -544,58 +741,11 @@ def _parse_numbers(line: str) -> list[float] | None:
     return values or None
 
 
-def _read_columns(path: Path, text: str, mu_column: int | str | None):
-    header: list[str] = []
-    rows: list[list[float]] = []
-    n_columns = 0
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith(_COMMENT_CHARS):
-            if not rows:
-                header.append(stripped)
-            continue
-        values = _parse_numbers(stripped)
-        if values is None:
-            if not rows:
-                # A title line without a comment character, before any data.
-                header.append(stripped)
-                continue
-            bad_token = next(tok for tok in stripped.split() if _parse_number(tok) is None)
-            raise SpectrumReadError(
-                path, f"line {line_number}: non-numeric value {bad_token[:40]!r} in the data table"
-            )
-        if not rows:
-            n_columns = len(values)
-            if n_columns < 2:
-                raise SpectrumReadError(
-                    path,
-                    f"line {line_number}: found 1 column; need at least 2 (energy and mu)",
-                )
-        elif len(values) != n_columns:
-            raise SpectrumReadError(
-                path,
-                f"line {line_number}: {len(values)} values where the data table has {n_columns} columns",
-            )
-        rows.append(values)
-    if not rows:
-        raise SpectrumReadError(path, "no numeric data table found")
-    data = np.asarray(rows, dtype=float).T
-
-    header_words = header[-1].lstrip("".join(_COMMENT_CHARS)).split() if header else []
-    has_labels = len(header_words) == n_columns and all(_parse_number(w) is None for w in header_words)
-    labels = [w.lower() for w in header_words] if has_labels else [f"col{i + 1}" for i in range(n_columns)]
+def _read_columns(path: Path, text: str, mu_column: int | str | None) -> _Parsed:
+    header, data = _split_header_and_table(path, text)
+    labels = _column_labels(header, data.shape[0])
+    mu_index = _column_mu_index(path, labels, mu_column)
     header_values = _header_key_values(header)
-
-    if mu_column is not None:
-        mu_index = _column_index(path, labels, mu_column)
-    else:
-        mu_index = next((labels.index(name) for name in COLUMN_FILE_MU_LABELS if name in labels), 1)
-    mu_source = f"column {mu_index + 1} ({labels[mu_index]})"
-    if mu_column is None and mu_index == 1 and labels[1] not in COLUMN_FILE_MU_LABELS:
-        logger.info("%s: no mu label in the header; using column 2 as mu", path)
-
     element = _valid_element(
         header_values.get("atom") or header_values.get("element.symbol") or header_values.get("element", "")
     )
@@ -603,12 +753,90 @@ def _read_columns(path: Path, text: str, mu_column: int | str | None):
     metadata = {
         "format": "columns",
         "column_labels": labels,
-        "energy_source": f"column 1 ({labels[0]})",
-        "mu_source": mu_source,
+        "energy_source": _column_name(0, labels[0]),
+        "mu_source": _column_name(mu_index, labels[mu_index]),
         "header": header_values,
         "warnings": [],
     }
-    return data[0].copy(), data[mu_index].copy(), element, edge, metadata
+    return _Parsed(data[0].copy(), data[mu_index].copy(), element, edge, metadata)
+
+
+def _split_header_and_table(path: Path, text: str) -> tuple[list[str], np.ndarray]:
+    """Header lines (comments, and text lines before the first numeric line) and the numeric
+    table, shape (n_columns, n_rows). Every data line must hold the same number of values."""
+    header: list[str] = []
+    rows: list[list[float]] = []
+    table_start = 0
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or (rows and stripped.startswith(_COMMENT_CHARS)):
+            continue
+        values = None if stripped.startswith(_COMMENT_CHARS) else _parse_numbers(stripped)
+        if values is None and not rows:
+            # A comment, or a title line without a comment character, before any data.
+            header.append(stripped)
+            continue
+        if values is None:
+            raise _text_in_table_error(path, line_number, stripped, table_start)
+        if not rows:
+            table_start = line_number
+            _require_two_columns(path, line_number, len(values))
+        elif len(values) != len(rows[0]):
+            raise SpectrumReadError(
+                path,
+                f"line {line_number}: {len(values)} values where the data table has "
+                f"{len(rows[0])} columns (as on line {table_start}, its first line)",
+            )
+        rows.append(values)
+    if not rows:
+        raise SpectrumReadError(
+            path,
+            "no numeric data table found: expected lines of whitespace-separated numbers "
+            "(energy first, then mu or detector counts), optionally after a '#' header",
+        )
+    return header, np.asarray(rows, dtype=float).T
+
+
+def _require_two_columns(path: Path, line_number: int, count: int) -> None:
+    if count < 2:
+        raise SpectrumReadError(
+            path,
+            f"line {line_number}: the data table has only 1 column; need at least 2 (energy and mu)",
+        )
+
+
+def _text_in_table_error(path: Path, line_number: int, line: str, table_start: int) -> SpectrumReadError:
+    """A non-numeric line inside the data table: a stray value, or a header with numeric lines."""
+    tokens = line.split()
+    bad_token = next(token for token in tokens if _parse_number(token) is None)
+    if any(_parse_number(token) is not None for token in tokens):
+        return SpectrumReadError(
+            path, f"line {line_number}: non-numeric value {bad_token[:40]!r} in the data table"
+        )
+    return SpectrumReadError(
+        path,
+        f"line {line_number}: text {line[:40]!r} inside the numeric data table that begins at "
+        f"line {table_start}; start header lines with '#' so that the table begins after them",
+    )
+
+
+def _column_labels(header: list[str], n_columns: int) -> list[str]:
+    """Labels from the last header line when it names every column, else 'col1', 'col2', ..."""
+    words = header[-1].lstrip("".join(_COMMENT_CHARS)).split() if header else []
+    if len(words) == n_columns and all(_parse_number(word) is None for word in words):
+        return [word.lower() for word in words]
+    return [f"col{index + 1}" for index in range(n_columns)]
+
+
+def _column_mu_index(path: Path, labels: list[str], mu_column: int | str | None) -> int:
+    """0-based index of mu: ``mu_column``, else the first mu-like label, else column 2."""
+    if mu_column is not None:
+        return _column_index(path, labels, mu_column)
+    index = next((labels.index(name) for name in COLUMN_FILE_MU_LABELS if name in labels), None)
+    if index is None:
+        logger.info("%s: no mu label in the header; using column 2 as mu", path)
+        return 1
+    return index
 
 
 def _header_key_values(header: list[str]) -> dict[str, str]:
@@ -627,30 +855,49 @@ def _header_key_values(header: list[str]) -> dict[str, str]:
 
 def _clean_energy_axis(path, energy: np.ndarray, mu: np.ndarray, metadata: dict, min_points: int):
     """Check values, convert keV, sort and merge duplicates. Returns (energy eV, mu, notes)."""
-    notes: list[str] = []
+    energy_source = metadata.get("energy_source")
     if energy.size < min_points:
         raise SpectrumReadError(
             path, f"only {energy.size} data points; at least {min_points} are needed for a spectrum"
         )
-    not_finite = ~(np.isfinite(energy) & np.isfinite(mu))
+    _require_finite(path, energy, f"energy from {energy_source}")
+    _require_finite(path, mu, f"mu from {metadata.get('mu_source')}")
+    if energy.min() <= 0:
+        raise SpectrumReadError(
+            path,
+            f"energy from {energy_source} has values <= 0 (min {energy.min():g}); "
+            "photon energies must be positive",
+        )
+    notes: list[str] = []
+    if energy.max() < KEV_THRESHOLD_EV:
+        energy = energy * 1000.0
+        notes.append(f"energy maximum below {KEV_THRESHOLD_EV:g}: taken as keV, converted to eV")
+    energy, mu = _single_increasing_scan(path, energy, mu, notes)
+    energy, mu = _merge_repeated_energies(energy, mu, notes)
+    if energy.size < min_points:
+        raise SpectrumReadError(
+            path,
+            f"only {energy.size} distinct energies in {energy_source}; "
+            f"at least {min_points} are needed for a spectrum",
+        )
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    return np.ascontiguousarray(energy, dtype=float), np.ascontiguousarray(mu, dtype=float), notes
+
+
+def _require_finite(path, values: np.ndarray, what: str) -> None:
+    not_finite = ~np.isfinite(values)
     if not_finite.any():
         first = int(np.flatnonzero(not_finite)[0])
         raise SpectrumReadError(
             path,
-            f"non-finite values (nan/inf) in energy or mu ({metadata.get('mu_source')}) at "
-            f"{int(not_finite.sum())} of {energy.size} points, first at data row {first + 1}",
+            f"{what} has non-finite values (nan/inf) at {int(not_finite.sum())} of {values.size} points, "
+            f"first at data row {first + 1}",
         )
-    if energy.min() <= 0:
-        raise SpectrumReadError(
-            path,
-            f"energy column ({metadata.get('energy_source')}) has values <= 0 "
-            f"(min {energy.min():g}); photon energies must be positive",
-        )
-    if energy.max() < KEV_THRESHOLD_EV:
-        energy = energy * 1000.0
-        notes.append(f"energy maximum below {KEV_THRESHOLD_EV:g}: taken as keV, converted to eV")
-        logger.info("%s: energy taken as keV and converted to eV", path)
 
+
+def _single_increasing_scan(path, energy: np.ndarray, mu: np.ndarray, notes: list[str]):
+    """Reverse a high-to-low scan and sort small backward steps; refuse several sweeps."""
     steps = np.diff(energy)
     if np.median(steps) < 0:
         energy, mu = energy[::-1], mu[::-1]
@@ -667,18 +914,12 @@ def _clean_energy_axis(path, energy: np.ndarray, mu: np.ndarray, metadata: dict,
         notes.append(f"energy went backwards at {n_backward} steps; points sorted by energy")
         order = np.argsort(energy, kind="stable")
         energy, mu = energy[order], mu[order]
+    return energy, mu
 
+
+def _merge_repeated_energies(energy: np.ndarray, mu: np.ndarray, notes: list[str]):
     unique_energy, inverse, counts = np.unique(energy, return_inverse=True, return_counts=True)
-    if unique_energy.size < energy.size:
-        mu = np.bincount(inverse, weights=mu) / counts
-        notes.append(f"{energy.size - unique_energy.size} repeated energies merged by averaging mu")
-        energy = unique_energy
-    if energy.size < min_points:
-        raise SpectrumReadError(
-            path,
-            f"only {energy.size} distinct energies (column {metadata.get('energy_source')}); "
-            f"at least {min_points} are needed for a spectrum",
-        )
-    for note in notes:
-        logger.info("%s: %s", path, note)
-    return np.ascontiguousarray(energy, dtype=float), np.ascontiguousarray(mu, dtype=float), notes
+    if unique_energy.size == energy.size:
+        return energy, mu
+    notes.append(f"{energy.size - unique_energy.size} repeated energies merged by averaging mu")
+    return unique_energy, np.bincount(inverse, weights=mu) / counts

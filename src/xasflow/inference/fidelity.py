@@ -18,10 +18,11 @@ from pathlib import Path
 from xasflow import __version__
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.fidelity import ReferenceFidelity, assess_reference, plot_overlay
-from xasflow.experiment.readers import MeasuredSpectrum, read_spectrum
+from xasflow.experiment.readers import read_spectrum
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import build_engine
 from xasflow.spectra.reference import ReferenceSpec, compute_reference
+from xasflow.spectrum import Spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,16 @@ def run_fidelity(
         simulated = compute_reference(
             spec, engine, out_dir / name, config["spectra"]["cluster_radius"], cache
         )
+        edge = entry.get("edge", config["spectra"]["edge"])
         simulated_normalized = normalize_xanes(
-            MeasuredSpectrum(str(out_dir / name / "spectrum.csv"), simulated.energy, simulated.mu)
+            Spectrum(
+                simulated.energy,
+                simulated.mu,
+                source=str(out_dir / name / "spectrum.csv"),
+                kind="computed",
+                element=spec.element,
+                edge=edge,
+            )
         )
         fidelity, curves = assess_reference(
             name,
@@ -99,7 +108,6 @@ def run_fidelity(
         )
         plot_overlay(fidelity, curves, out_dir / name / "overlay.png")
         results.append(fidelity)
-        edge = entry.get("edge", config["spectra"]["edge"])
         records.append(
             {
                 **fidelity.to_dict(),
@@ -113,13 +121,13 @@ def run_fidelity(
         )
         rows.append(_table_row(fidelity, spec.element, edge, simulated.n_sites, simulated.feff_seconds))
         logger.info(
-            "%s: r %.4f raw, %.4f calibrated; RMSE %.4f -> %.4f; offset %+.2f eV",
+            "%s: r %.4f raw, %.4f calibrated; RMSE %.4f -> %.4f; offset %s eV",
             name,
             fidelity.raw.pearson_r,
             fidelity.calibrated.pearson_r,
             fidelity.raw.rmse,
             fidelity.calibrated.rmse,
-            fidelity.energy_offset,
+            _offset_text(fidelity.energy_offset),
         )
     with open(out_dir / "fidelity.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
@@ -170,7 +178,7 @@ def _table_row(fidelity: ReferenceFidelity, element: str, edge: str, n_sites: in
         "edge": edge,
         "n_sites": n_sites,
         "feff_seconds": f"{seconds:.1f}",
-        "energy_offset_eV": f"{fidelity.energy_offset:.2f}",
+        "energy_offset_eV": _offset_text(fidelity.energy_offset),
         "pearson_raw": f"{fidelity.raw.pearson_r:.4f}",
         "spearman_raw": f"{fidelity.raw.spearman_r:.4f}",
         "rmse_raw": f"{fidelity.raw.rmse:.4f}",
@@ -184,3 +192,8 @@ def _table_row(fidelity: ReferenceFidelity, element: str, edge: str, n_sites: in
         "first_peaks_measured_eV": energies(fidelity.calibrated.peak_energies_measured),
         "first_peaks_simulated_eV": energies(fidelity.raw.peak_energies_simulated),
     }
+
+
+def _offset_text(offset: float | None) -> str:
+    """The energy offset for the table: eV with 2 decimals, empty when not comparable."""
+    return "" if offset is None else f"{offset:.2f}"

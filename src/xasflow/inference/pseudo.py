@@ -8,6 +8,7 @@ normalization as a real measurement.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ import numpy as np
 import xarray as xr
 
 from xasflow.experiment.alignment import XanesNormalization, half_step_energy
-from xasflow.experiment.fidelity import CalibrationTransform
+from xasflow.experiment.fidelity import CalibrationTransform, gaussian_broaden
+from xasflow.fileio import atomic_write_text
+from xasflow.spectrum import Spectrum
 
 
 @dataclass(frozen=True)
@@ -29,28 +32,19 @@ class PseudoExperimentParams:
     seed: int = 3
 
 
-def gaussian_broaden(energy: np.ndarray, mu: np.ndarray, fwhm: float) -> np.ndarray:
-    """Convolve ``mu`` on a uniform ``energy`` grid (eV) with a unit-area Gaussian of ``fwhm`` eV."""
-    if fwhm <= 0:
-        return mu.copy()
-    step = float(energy[1] - energy[0])
-    sigma = fwhm / (2 * np.sqrt(2 * np.log(2))) / step
-    half_width = int(np.ceil(4 * sigma))
-    offsets = np.arange(-half_width, half_width + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(mu, half_width, mode="edge")
-    return np.convolve(padded, kernel, mode="valid")
-
-
 def make_pseudo_experiment(
     dataset: xr.Dataset, params: PseudoExperimentParams, calibration: CalibrationTransform | None = None
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(absolute energy in eV, mu, truth) for the held-out ``params.system``.
+) -> tuple[Spectrum, dict]:
+    """The pseudo-experimental spectrum of the held-out ``params.system`` and its truth.
 
-    ``truth`` holds the mean coordination number and mean RDF of the averaged sites. With
-    ``calibration`` (the transform fitted on a measured reference) the averaged spectrum is first
-    made to look measured, as the training spectra are, then broadened and noised.
+    The spectrum is computed (``kind="computed"``, ``metadata["pseudo_experiment"]`` True) on
+    absolute energies, eV, shape (n,), with a step of half the dataset's grid step; mu is in
+    edge steps (the dataset's normalized mu) plus noise. ``truth`` holds the mean coordination
+    number and mean RDF of the averaged sites. With ``calibration`` (the transform fitted on a
+    measured reference) the averaged spectrum is first made to look measured, as the training
+    spectra are, then broadened and noised.
+
+    Raises ValueError if the system has no spectra in the dataset.
     """
     selected = dataset.where(dataset["system"] == params.system, drop=True)
     if selected.sizes.get("spectrum", 0) == 0:
@@ -90,7 +84,14 @@ def make_pseudo_experiment(
         "seed": params.seed,
         "calibration": calibration.to_dict() if calibration is not None else None,
     }
-    return energy, measured, truth
+    spectrum = Spectrum(
+        energy,
+        measured,
+        source=f"pseudo-experiment of held-out system {params.system}",
+        kind="computed",
+        metadata={"pseudo_experiment": True, "n_sites_averaged": truth["n_sites_averaged"]},
+    )
+    return spectrum, truth
 
 
 def write_pseudo_experiment(
@@ -100,14 +101,17 @@ def write_pseudo_experiment(
     truth_path: str | Path,
     calibration: CalibrationTransform | None = None,
 ) -> None:
-    energy, mu, truth = make_pseudo_experiment(dataset, params, calibration)
-    spectrum_path, truth_path = Path(spectrum_path), Path(truth_path)
-    spectrum_path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the pseudo-experiment as a two-column text file (absolute eV, mu) that
+    :func:`~xasflow.experiment.readers.read_spectrum` reads like a measurement, and its truth
+    as JSON. Both files are written atomically."""
+    spectrum, truth = make_pseudo_experiment(dataset, params, calibration)
     header = (
         f"pseudo-experimental spectrum of held-out system {params.system}: "
         f"mean of {truth['n_sites_averaged']} "
         f"FEFF site spectra, Gaussian broadening {params.broadening} eV FWHM, noise {params.noise}\n"
         "energy_eV mu"
     )
-    np.savetxt(spectrum_path, np.column_stack([energy, mu]), fmt="%.6f", header=header)
-    truth_path.write_text(json.dumps(truth, indent=2))
+    table = io.StringIO()
+    np.savetxt(table, np.column_stack([spectrum.energy, spectrum.mu]), fmt="%.6f", header=header)
+    atomic_write_text(spectrum_path, table.getvalue())
+    atomic_write_text(truth_path, json.dumps(truth, indent=2))
