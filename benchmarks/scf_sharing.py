@@ -26,7 +26,7 @@ from ase.neighborlist import neighbor_list
 from xasflow.config import load_config
 from xasflow.experiment import to_relative_grid
 from xasflow.experiment.alignment import normalize_xanes
-from xasflow.experiment.readers import MeasuredSpectrum
+from xasflow.spectrum import Spectrum
 from xasflow.spectra.engines import Feff10Engine, build_engine, with_shared_potential
 from xasflow.spectra.feff import cut_cluster
 from xasflow.structures.io import read_snapshots
@@ -54,7 +54,7 @@ def main() -> None:
     representative = int(order[-1])
 
     def normalized(result):
-        spectrum = normalize_xanes(MeasuredSpectrum("site", result.energy, result.mu))
+        spectrum = normalize_xanes(Spectrum(result.energy, result.mu, source="site", kind="computed"))
         return to_relative_grid(spectrum, grid), spectrum.e0
 
     own_engine = replace(engine, params=replace(engine.params, scf_sharing="site"))
