@@ -26,9 +26,9 @@ from ase.neighborlist import neighbor_list
 from xasflow.config import load_config
 from xasflow.experiment import to_relative_grid
 from xasflow.experiment.alignment import normalize_xanes
-from xasflow.spectrum import Spectrum
 from xasflow.spectra.engines import Feff10Engine, build_engine, with_shared_potential
 from xasflow.spectra.feff import cut_cluster
+from xasflow.spectrum import Spectrum
 from xasflow.structures.io import read_snapshots
 
 

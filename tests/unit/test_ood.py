@@ -10,11 +10,11 @@ import pytest
 from xasflow.experiment import read_spectrum, to_relative_grid
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.fidelity import fit_calibration
-from xasflow.spectrum import Spectrum
 from xasflow.models.data import Normalization
 from xasflow.models.ood import distance_threshold, nearest_distance, reference_spectra
 from xasflow.spectra.engines import Feff10Engine, with_shared_potential
 from xasflow.spectra.feff import FeffParams, cut_cluster
+from xasflow.spectrum import Spectrum
 from xasflow.structures.builders import BulkSpec, build_bulk
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,9 @@ def copper_spectra(tmp_path_factory):
             atoms.rattle(sigma, seed=seed)
         result = engine.run_site(cut_cluster(atoms, 0, PARAMS.cluster_radius), scratch / f"site{index}", "cu")
         assert result.status == "ok", result.reason
-        normalized = normalize_xanes(Spectrum(result.energy, result.mu, source=f"site{index}", kind="computed"))
+        normalized = normalize_xanes(
+            Spectrum(result.energy, result.mu, source=f"site{index}", kind="computed")
+        )
         spectra.append(to_relative_grid(normalized, GRID))
         displacements.append(sigma)
     return np.array(spectra), np.array(displacements)
