@@ -209,8 +209,8 @@ def sites_for(config: dict, system: str) -> int:
     the batches before anything runs.
     """
     if sampling_strategy(config, system) == "inequivalent":
-        from xasflow.structures.symmetry import inequivalent_sites
         from xasflow.structures.pipeline import initial_structure
+        from xasflow.structures.symmetry import inequivalent_sites
 
         return len(
             inequivalent_sites(initial_structure(config["systems"][system]), element=config["absorber"])
