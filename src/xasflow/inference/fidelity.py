@@ -16,9 +16,11 @@ import logging
 from pathlib import Path
 
 from xasflow import __version__
+from xasflow.errors import UserError
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.fidelity import ReferenceFidelity, assess_reference, plot_overlay
 from xasflow.experiment.readers import read_spectrum
+from xasflow.fileio import atomic_open, atomic_write_text
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import build_engine
 from xasflow.spectra.reference import ReferenceSpec, compute_reference
@@ -48,10 +50,14 @@ TABLE_COLUMNS = (
 )
 
 
-def reference_engine(config: dict, spec_entry: dict):
-    """The study's engine with the reference's own edge (a Pt L3 foil in a Cu K study)."""
-    spectra = {**config["spectra"], "edge": spec_entry.get("edge", config["spectra"]["edge"])}
-    return build_engine(spectra)
+def _reference_edge(config: dict, entry: dict) -> str:
+    """A reference's own edge (a Pt L3 foil in a Cu K study), else the study's."""
+    return entry.get("edge") or config["spectra"]["edge"]
+
+
+def reference_engine(config: dict, entry: dict):
+    """The study's engine with the reference's own edge."""
+    return build_engine({**config["spectra"], "edge": _reference_edge(config, entry)})
 
 
 def run_fidelity(
@@ -69,83 +75,93 @@ def run_fidelity(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    references = config.get("references", {})
-    calibration = config.get("calibration", {})
-    window = tuple(calibration.get("window", (-12.0, 45.0)))
+    references = config["references"]
     selected = names or sorted(references)
     unknown = [name for name in selected if name not in references]
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"reference(s) {', '.join(unknown)} not in the config ({', '.join(sorted(references))})"
         )
     # every measured file is read before any FEFF run, so a bad file fails at once
     measured = {name: normalize_xanes(read_spectrum(references[name]["path"])) for name in selected}
-    results, rows, records = [], [], []
-    for name in selected:
-        entry = references[name]
-        spec = ReferenceSpec.from_config(name, {k: v for k, v in entry.items() if k != "edge"})
-        engine = reference_engine(config, entry)
-        simulated = compute_reference(
-            spec, engine, out_dir / name, config["spectra"]["cluster_radius"], cache
-        )
-        edge = entry.get("edge", config["spectra"]["edge"])
-        simulated_normalized = normalize_xanes(
-            Spectrum(
-                simulated.energy,
-                simulated.mu,
-                source=str(out_dir / name / "spectrum.csv"),
-                kind="computed",
-                element=spec.element,
-                edge=edge,
-            )
-        )
-        fidelity, curves = assess_reference(
-            name,
-            measured[name],
-            simulated_normalized,
-            window,
-            energy_dependent=calibration.get("energy_dependent_broadening", False),
-        )
-        plot_overlay(fidelity, curves, out_dir / name / "overlay.png")
-        results.append(fidelity)
-        records.append(
-            {
-                **fidelity.to_dict(),
-                "element": spec.element,
-                "edge": edge,
-                "temperature_K": spec.temperature,
-                "n_sites": simulated.n_sites,
-                "failed_sites": simulated.failed,
-                "feff_seconds": simulated.feff_seconds,
-            }
-        )
-        rows.append(_table_row(fidelity, spec.element, edge, simulated.n_sites, simulated.feff_seconds))
-        logger.info(
-            "%s: r %.4f raw, %.4f calibrated; RMSE %.4f -> %.4f; offset %s eV",
-            name,
-            fidelity.raw.pearson_r,
-            fidelity.calibrated.pearson_r,
-            fidelity.raw.rmse,
-            fidelity.calibrated.rmse,
-            _offset_text(fidelity.energy_offset),
-        )
-    with open(out_dir / "fidelity.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    assessed = [_assess(name, config, measured[name], out_dir, cache) for name in selected]
+    results = [fidelity for fidelity, _ in assessed]
     engine_settings = {key: value for key, value in config["spectra"].items() if key != "cache_dir"}
-    (out_dir / "fidelity.json").write_text(
-        json.dumps(
-            {"xasflow_version": __version__, "spectra": engine_settings, "references": records}, indent=2
-        )
-    )
-    calibration_name = calibration.get("reference")
+    _write_tables(out_dir, [record for _, record in assessed], engine_settings)
+    calibration_name = config["calibration"]["reference"]
     chosen = next((result for result in results if result.name == calibration_name), None)
     if chosen is not None:
         write_calibration(chosen, engine_settings, out_dir / "calibration.json")
     elif calibration_name:
         logger.info("calibration reference %s not computed this time: no calibration.json", calibration_name)
     return results
+
+
+def _assess(
+    name: str, config: dict, measured, out_dir: Path, cache: SpectrumCache | None
+) -> tuple[ReferenceFidelity, dict]:
+    """Simulate one reference, compare it with its measurement, plot the overlay; returns the
+    fidelity and its record (the JSON entry)."""
+    entry = config["references"][name]
+    calibration = config["calibration"]
+    spec = ReferenceSpec.from_config(name, {key: value for key, value in entry.items() if key != "edge"})
+    edge = _reference_edge(config, entry)
+    simulated = compute_reference(
+        spec, reference_engine(config, entry), out_dir / name, config["spectra"]["cluster_radius"], cache
+    )
+    simulated_normalized = normalize_xanes(
+        Spectrum(
+            simulated.energy,
+            simulated.mu,
+            source=str(out_dir / name / "spectrum.csv"),
+            kind="computed",
+            element=spec.element,
+            edge=edge,
+        )
+    )
+    fidelity, curves = assess_reference(
+        name,
+        measured,
+        simulated_normalized,
+        tuple(calibration["window"]),
+        energy_dependent=calibration["energy_dependent_broadening"],
+    )
+    plot_overlay(fidelity, curves, out_dir / name / "overlay.png")
+    logger.info(
+        "%s: r %.4f raw, %.4f calibrated; RMSE %.4f -> %.4f; offset %s eV",
+        name,
+        fidelity.raw.pearson_r,
+        fidelity.calibrated.pearson_r,
+        fidelity.raw.rmse,
+        fidelity.calibrated.rmse,
+        _offset_text(fidelity.energy_offset),
+    )
+    record = {
+        **fidelity.to_dict(),
+        "element": spec.element,
+        "edge": edge,
+        "temperature_K": spec.temperature,
+        "n_sites": simulated.n_sites,
+        "failed_sites": simulated.failed,
+        "feff_seconds": simulated.feff_seconds,
+        "table_row": _table_row(fidelity, spec.element, edge, simulated.n_sites, simulated.feff_seconds),
+    }
+    return fidelity, record
+
+
+def _write_tables(out_dir: Path, records: list[dict], engine_settings: dict) -> None:
+    """``fidelity.csv`` (one formatted row per reference) and ``fidelity.json`` (full records)."""
+    with atomic_open(out_dir / "fidelity.csv", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(record["table_row"] for record in records)
+    full = [{key: value for key, value in record.items() if key != "table_row"} for record in records]
+    atomic_write_text(
+        out_dir / "fidelity.json",
+        json.dumps(
+            {"xasflow_version": __version__, "spectra": engine_settings, "references": full}, indent=2
+        ),
+    )
 
 
 def write_calibration(fidelity: ReferenceFidelity, engine_settings: dict, path: str | Path) -> None:
@@ -164,7 +180,7 @@ def write_calibration(fidelity: ReferenceFidelity, engine_settings: dict, path: 
         "spectra": engine_settings,
         "xasflow_version": __version__,
     }
-    Path(path).write_text(json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def _table_row(fidelity: ReferenceFidelity, element: str, edge: str, n_sites: int, seconds: float) -> dict:
