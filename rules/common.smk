@@ -2,12 +2,8 @@ import json
 import sys
 from pathlib import Path
 
-from xasflow.config import (
-    ConfigError,
-    batch_runtime_minutes,
-    batches_for,
-    validate_config,
-)
+from xasflow.config import ConfigError, batch_runtime_minutes, validate_config
+from xasflow.structures.plan import batches_for
 
 
 try:

@@ -2,6 +2,10 @@
 
 The schema lives in ``workflow/schemas/config.schema.yaml``: one place for every key, its type,
 its default and its meaning. Snakemake (rules/common.smk) and the CLI both validate with it.
+
+This module reads the configuration alone and imports nothing from the rest of xasflow, so that
+every stage may import it. Planning that needs a built structure (the sites of a crystal) is
+``xasflow.structures.plan``.
 """
 
 from __future__ import annotations
@@ -201,23 +205,6 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def sites_for(config: dict, system: str) -> int:
-    """Number of absorbing sites requested for ``system``.
-
-    For a static crystal sampled by symmetry this is the number of inequivalent absorbers,
-    known from the config alone (the ideal lattice is the structure), so Snakemake can plan
-    the batches before anything runs.
-    """
-    if sampling_strategy(config, system) == "inequivalent":
-        from xasflow.spectra.symmetry import inequivalent_sites
-        from xasflow.structures.pipeline import initial_structure
-
-        return len(
-            inequivalent_sites(initial_structure(config["systems"][system]), element=config["absorber"])
-        )
-    return int(config["systems"][system].get("n_sites", config["sampling"]["sites_per_system"]))
-
-
 def batch_size(config: dict) -> int:
     """Sites per spectrum job: ``spectra.batch_size``, or sized to ``spectra.target_batch_minutes``."""
     spectra = config["spectra"]
@@ -229,13 +216,9 @@ def batch_size(config: dict) -> int:
 def sampling_strategy(config: dict, system: str) -> str:
     """The site-sampling strategy of ``system`` (a static crystal defaults to inequivalent)."""
     spec = config["systems"][system]
-    default = "inequivalent" if spec["kind"] == "crystal" else config["sampling"]["strategy"]
-    return spec.get("sampling_strategy", default)
-
-
-def batches_for(config: dict, system: str) -> int:
-    """Number of spectrum batches (Snakemake jobs) for ``system``."""
-    return -(-sites_for(config, system) // batch_size(config))
+    if "sampling_strategy" in spec:
+        return spec["sampling_strategy"]
+    return "inequivalent" if spec["kind"] == "crystal" else config["sampling"]["strategy"]
 
 
 def batch_runtime_minutes(config: dict) -> int:
