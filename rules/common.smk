@@ -73,9 +73,13 @@ def spectra_config_json(wildcards):
     )
 
 
+# Functions that build several command-line words return a list: a rule's shell line quotes
+# each word with {params.NAME:q}, like every other placeholder.
+
+
 def cache_argument(wildcards):
-    cache_dir = config["spectra"].get("cache_dir")
-    return f"--cache-dir {cache_dir}" if cache_dir else ""
+    cache_dir = config["spectra"]["cache_dir"]
+    return ["--cache-dir", cache_dir] if cache_dir else []
 
 
 def dataset_config_json(wildcards):
@@ -104,7 +108,7 @@ def get_calibration(wildcards=None):
 
 
 def calibration_argument(wildcards, input):
-    return f"--calibration {input.calibration}" if input.calibration else ""
+    return [word for path in input.calibration for word in ("--calibration", path)]
 
 
 def train_config_json(wildcards):
@@ -160,15 +164,15 @@ def batch_number(wildcards):
 
 
 def batch_directories(wildcards, input):
-    return " ".join(str(Path(path).parent) for path in input.batches)
+    return [str(Path(path).parent) for path in input.batches]
 
 
 def labels_arguments(wildcards, input):
-    return " ".join(f"{path.split('/')[-2]}={path}" for path in input.labels)
+    return [f"{path.split('/')[-2]}={path}" for path in input.labels]
 
 
 def md_arguments(wildcards, input):
-    return " ".join(f"{path.split('/')[-2]}={path}" for path in input.md)
+    return [f"{path.split('/')[-2]}={path}" for path in input.md]
 
 
 def get_checkpoints(wildcards=None):
@@ -187,11 +191,11 @@ def get_truths(wildcards=None):
 
 
 def checkpoint_arguments(wildcards, input):
-    return " ".join(f"--checkpoint {path}" for path in input.checkpoints)
+    return [word for path in input.checkpoints for word in ("--checkpoint", path)]
 
 
 def truth_arguments(wildcards, input):
-    return " ".join(f"--truth {path}" for path in input.truths)
+    return [word for path in input.truths for word in ("--truth", path)]
 
 
 def get_final_outputs():

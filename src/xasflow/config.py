@@ -53,7 +53,7 @@ def _with_defaults(validator_class):
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
+def _key_path(error: jsonschema.ValidationError, schema: dict) -> str:
     parts = [str(part) for part in error.absolute_path]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
@@ -63,6 +63,9 @@ def _key_path(error: jsonschema.ValidationError) -> str:
             valid = ", ".join(sorted(allowed)) or "(none)"
             return f"config key '{'.'.join(parts)}' is not a known key (valid here: {valid})"
     location = ".".join(parts) or "(top level)"
+    safe_path = schema["$defs"]["path"]
+    if error.validator == "pattern" and error.validator_value == safe_path["pattern"]:
+        return f"config key '{location}': {error.instance!r} is not allowed here ({safe_path['description']})"
     return f"config key '{location}': {error.message}"
 
 
@@ -74,10 +77,10 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: a study configuration must be a mapping, got {type(config).__name__}")
     filled = copy.deepcopy(config)
-    validator = _Validator(load_schema())
-    errors = sorted(validator.iter_errors(filled), key=lambda error: list(error.absolute_path))
+    schema = load_schema()
+    errors = sorted(_Validator(schema).iter_errors(filled), key=lambda error: list(error.absolute_path))
     if errors:
-        raise ConfigError(f"{source}: {_key_path(errors[0])}")
+        raise ConfigError(f"{source}: {_key_path(errors[0], schema)}")
     for name, system in filled["systems"].items():
         _check_system(name, system, source)
     _check_cross_references(filled, source)
