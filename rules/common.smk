@@ -2,12 +2,24 @@ import json
 import sys
 from pathlib import Path
 
-from xasflow.config import ConfigError, batch_runtime_minutes, validate_config
+from xasflow.config import ConfigError, batch_runtime_minutes, read_yaml, validate_config
 from xasflow.structures.plan import batches_for
 
 
+def _validated_config(config, configfiles):
+    """The merged config, validated, with defaults.
+
+    Snakemake has already parsed the config files, keeping the last of duplicate keys; each file
+    is read again here so that a key given twice is refused with its line.
+    """
+    for path in configfiles:
+        read_yaml(path)
+    source = " + ".join(str(path) for path in configfiles) or "config"
+    return validate_config(config, source=source)
+
+
 try:
-    _validated = validate_config(config, source="config")
+    _validated = _validated_config(config, workflow.configfiles)
 except ConfigError as error:
     sys.stderr.write(f"xasflow: error: {error}\n")
     sys.exit(2)

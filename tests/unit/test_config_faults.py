@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from xasflow.cli import main
-from xasflow.config import ConfigError, validate_config
+from xasflow.config import ConfigError, load_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +92,131 @@ def test_ordinary_paths_are_accepted():
     )
     assert validate_config(config)["results_dir"] == "/scratch/user/run-2024_05"
     assert validate_config(_study(spectra={"cache_dir": None}))["spectra"]["cache_dir"] is None
+
+
+# Fault 6: accepted, then failing late or silently changed
+
+
+@pytest.mark.parametrize(
+    ("sections", "key"),
+    [
+        (
+            {"dataset": {"energy_min": 45.0, "energy_max": -12.0}},
+            r"dataset\.energy_min' \(45\.0\) must be below",
+        ),
+        ({"spectra": {"energy_min": 60.0, "energy_max": -20.0}}, r"spectra\.energy_min' \(60\.0\)"),
+        ({"labels": {"r_min": 6.0, "r_max": 1.5}}, r"labels\.r_min' \(6\.0\)"),
+        ({"spectra": {"fdmnes": {"energy_min": 10, "energy_max": -5}}}, r"spectra\.fdmnes\.energy_min'"),
+        (
+            {
+                "training": {
+                    "models": {"cnn": {"architecture": "cnn", "energy_min": 20.0, "energy_max": -5.0}}
+                }
+            },
+            r"training\.models\.cnn\.energy_min' \(20\.0\) must be below",
+        ),
+        (  # a model's window defaults to the grid's end: 50 eV lies above the grid (-12..45)
+            {"training": {"models": {"cnn": {"architecture": "cnn", "energy_min": 50.0}}}},
+            r"training\.models\.cnn\.energy_min' \(50\.0\) must be below",
+        ),
+        (
+            {"training": {"models": {"cnn": {"architecture": "cnn", "energy_min": -30, "energy_max": -20}}}},
+            r"training\.models\.cnn': the window -30\.\.-20 eV lies outside the dataset grid",
+        ),
+    ],
+)
+def test_inverted_ranges_are_refused(sections, key):
+    _refused(_study(**sections), key)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("dataset: {energy_min: .nan}", "dataset.energy_min' is nan"),
+        ("dataset: {energy_max: .inf}", "dataset.energy_max' is inf"),
+        ("spectra: {fms_radius: .NaN}", "spectra.fms_radius' is nan"),
+        ("labels: {shell_edges: [2.7, -.inf]}", "labels.shell_edges.1' is -inf"),
+        (
+            "training: {models: {cnn: {architecture: cnn, learning_rate: .nan}}}",
+            "training.models.cnn.learning_rate' is nan",
+        ),
+    ],
+)
+def test_yaml_nan_and_inf_are_refused_by_key(tmp_path, text, key):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_study()) + text + "\n")
+    with pytest.raises(ConfigError, match=f"study.yaml: config key '{key}; every number must be finite"):
+        load_config(path)
+
+
+def test_a_pair_style_the_pipeline_cannot_use_is_refused():
+    config = _study()
+    config["systems"]["np"]["potential"]["style"] = "eam/bogus"
+    _refused(config, r"'systems\.np\.potential\.style': 'eam/bogus' is not one of \['eam', 'eam/alloy'")
+    config["systems"]["np"]["potential"] = {"style": "eam", "file": "Cu_u3.eam"}
+    config["systems"]["np"]["composition"] = {"Cu": 1, "Ni": 1}
+    del config["systems"]["np"]["element"]
+    _refused(config, r"'systems\.np\.potential\.style': eam \(funcfl\) files hold one element")
+
+
+def test_a_study_without_models_is_refused():
+    _refused(_study(training={"models": {}}), r"'training\.models': \{\} should be non-empty")
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"training": {"val_systems": ["np"], "test_systems": ["bulk"]}},
+        {"training": {"test_systems": ["np"]}, "inference": {"pseudo_experiment": {"system": "bulk"}}},
+    ],
+)
+def test_a_study_must_leave_a_system_to_train_on(sections):
+    _refused(_study(**sections), r"config key 'training' leaves no system to train on")
+
+
+def test_a_pseudo_experiment_names_its_system():
+    _refused(
+        _study(inference={"pseudo_experiment": {"noise": 0.01}}), r"pseudo_experiment.*'system' is a required"
+    )
+
+
+def test_every_system_needs_the_absorber():
+    config = _study()
+    config["systems"]["ni"] = {**config["systems"]["bulk"], "element": "Ni"}
+    _refused(config, r"'systems\.ni\.element' has no Cu atoms, but absorber is Cu")
+
+
+def test_duplicate_yaml_keys_are_refused_with_key_and_line(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "systems:\n"
+        "  np:\n"
+        "    kind: nanoparticle\n"
+        "    element: Cu\n"
+        "    kind: bulk\n"
+        "    temperature: 300\n"
+        "    potential: {style: eam, file: Cu_u3.eam}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"study.yaml: not valid YAML at line 5: duplicate key 'systems\.np\.kind' "
+        r"\(first given on line 3\)",
+    ):
+        load_config(path)
+
+
+def test_merge_keys_may_still_be_overridden():
+    config = load_config(ROOT / "config.yaml")  # bulk_600K: {<<: *bulk, temperature: 600}
+    assert config["systems"]["bulk_600K"]["temperature"] == 600
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("systems:\n  np: {kind: bulk\n")
+    with pytest.raises(ConfigError, match=r"study.yaml: not valid YAML at line 3: expected ',' or '\}'"):
+        load_config(path)
+
+
+def test_duplicate_inference_spectrum_names_are_refused():
+    spectra = [{"name": "foil", "path": "a.xdi"}, {"name": "foil", "path": "b.xdi"}]
+    _refused(_study(inference={"spectra": spectra}), r"'inference\.spectra\.1\.name' 'foil' is given twice")
