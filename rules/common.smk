@@ -3,11 +3,12 @@ import sys
 from pathlib import Path
 
 from xasflow.config import ConfigError, batch_runtime_minutes, read_yaml, validate_config
+from xasflow.structures.checks import check_study
 from xasflow.structures.plan import batches_for
 
 
 def _validated_config(config, configfiles):
-    """The merged config, validated, with defaults.
+    """The merged config, validated, with defaults, and checked against the structures it implies.
 
     Snakemake has already parsed the config files, keeping the last of duplicate keys; each file
     is read again here so that a key given twice is refused with its line.
@@ -15,7 +16,9 @@ def _validated_config(config, configfiles):
     for path in configfiles:
         read_yaml(path)
     source = " + ".join(str(path) for path in configfiles) or "config"
-    return validate_config(config, source=source)
+    validated = validate_config(config, source=source)
+    check_study(validated, source=source)
+    return validated
 
 
 try:

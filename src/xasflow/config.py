@@ -3,9 +3,9 @@
 The schema lives in ``workflow/schemas/config.schema.yaml``: one place for every key, its type,
 its default and its meaning. Snakemake (rules/common.smk) and the CLI both validate with it.
 
-This module reads the configuration alone and imports nothing from the rest of xasflow, so that
-every stage may import it. Planning that needs a built structure (the sites of a crystal) is
-``xasflow.structures.plan``.
+This module reads the configuration alone. Checks that need a built structure or an installed
+file (enough absorbers for ``n_sites``, the potential file) live in ``xasflow.structures.checks``,
+so that this module imports nothing from the rest of xasflow and every stage may import it.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def _check_finite(config: dict, source: str) -> None:
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Return a validated copy of ``config`` with every default filled in.
 
-    Raises ``ConfigError`` with a one-line message naming the offending key.
+    Raises ``ConfigError`` with a one-line message naming the offending key. Checks that need
+    a built structure or installed files are ``xasflow.structures.checks.check_study``.
     """
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: a study configuration must be a mapping, got {type(config).__name__}")

@@ -1,7 +1,7 @@
 """Config strings never reach a shell unquoted, and a bad study stops Snakemake before any job.
 
 The real run here is one static-crystal `md` job (no LAMMPS): the cheapest job that puts
-results_dir on a shell line.
+results_dir on a shell line. The dry runs stop while Snakemake reads the workflow.
 """
 
 import ast
@@ -53,6 +53,45 @@ def test_a_command_substitution_in_results_dir_never_runs(tmp_path):
     assert not (tmp_path / "PWNED").exists()
     assert result.returncode != 0
     assert "config key 'results_dir'" in result.stderr and "not allowed" in result.stderr
+
+
+def _with_potential(file: str, **system) -> dict:
+    particle = {
+        "kind": "nanoparticle",
+        "element": "Cu",
+        "shape": "icosahedron",
+        "shells": 3,
+        "temperature": 300,
+        "potential": {"style": "eam", "file": file},
+        "md": {"n_snapshots": 1},
+        **system,
+    }
+    return _crystal_study(systems={"np": particle, "crystal_Cu": _crystal_study()["systems"]["crystal_Cu"]})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            _with_potential("Cu_u4.eam"),
+            "config key 'systems.np.potential.file' 'Cu_u4.eam' is neither a file",
+        ),
+        (
+            _with_potential("Cu_u3.eam", n_sites=56),
+            "config key 'systems.np.n_sites' (56) asks for more sites",
+        ),
+        (
+            yaml.safe_dump(_crystal_study()).replace("kind: crystal", "kind: crystal\n    kind: bulk"),
+            "not valid YAML at line 5: duplicate key 'systems.crystal_Cu.kind'",
+        ),
+    ],
+    ids=["missing-potential", "too-many-sites", "duplicate-key"],
+)
+def test_snakemake_refuses_the_study_before_any_job(tmp_path, config, message):
+    result = _snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert message in result.stderr
+    assert "Job stats" not in result.stdout
 
 
 def _shell_placeholders(rule_file: Path) -> list[str]:

@@ -220,3 +220,79 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_duplicate_inference_spectrum_names_are_refused():
     spectra = [{"name": "foil", "path": "a.xdi"}, {"name": "foil", "path": "b.xdi"}]
     _refused(_study(inference={"spectra": spectra}), r"'inference\.spectra\.1\.name' 'foil' is given twice")
+
+
+# Checks that need structures or installed files (xasflow.structures.checks)
+
+
+def _checked(config):
+    from xasflow.structures.checks import check_study
+
+    validated = validate_config(config)
+    check_study(validated, source="study.yaml")
+    return validated
+
+
+def test_a_missing_potential_file_is_refused_before_any_md(tmp_path, monkeypatch):
+    config = _study()
+    config["systems"]["np"]["potential"]["file"] = "Cu_u4.eam"  # a typo of the shipped Cu_u3.eam
+    with pytest.raises(
+        ConfigError,
+        match=r"study.yaml: config key 'systems\.np\.potential\.file' 'Cu_u4\.eam' is neither a file nor",
+    ):
+        _checked(config)
+    monkeypatch.chdir(tmp_path)  # a relative path is taken from the working directory
+    (tmp_path / "Cu_u4.eam").write_text("a user's own file\n")
+    _checked(config)
+    config["systems"]["np"]["potential"] = {"generator": "zhou2004"}
+    _checked(config)
+
+
+def test_more_sites_than_absorbing_atoms_are_refused_naming_the_key():
+    config = _study()
+    config["systems"]["np"]["md"] = {"n_snapshots": 2}
+    config["systems"]["np"]["n_sites"] = 111  # 55 atoms in 2 snapshots: 110 sites
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'systems\.np\.n_sites' \(111\) asks for more sites than system 'np' has: "
+        r"55 Cu atoms in 2 frame\(s\), at most 110",
+    ):
+        _checked(config)
+    config["systems"]["np"]["n_sites"] = 110
+    _checked(config)
+    del config["systems"]["np"]["n_sites"]
+    config["sampling"] = {"sites_per_system": 200}  # the default of n_sites
+    with pytest.raises(ConfigError, match=r"config key 'sampling\.sites_per_system' \(200\).*system 'np'"):
+        _checked(config)
+
+
+def test_only_the_absorbing_element_of_an_alloy_counts():
+    config = _study(absorber="Pt")
+    config["systems"] = {
+        "ptcu": {**config["systems"]["np"], "composition": {"Pt": 1, "Cu": 1}, "n_sites": 55}
+    }
+    del config["systems"]["ptcu"]["element"]
+    config["systems"]["ptcu"]["potential"] = {"generator": "zhou2004"}
+    config["systems"]["ptcu"]["md"] = {"n_snapshots": 1}
+    with pytest.raises(ConfigError, match=r"system 'ptcu' has: \d\d Pt atoms in 1 frame"):
+        _checked(config)
+
+
+def test_a_static_crystal_has_one_frame():
+    config = _study()
+    config["systems"]["crystal"] = {"kind": "crystal", "element": "Cu", "supercell": [2, 2, 2]}
+    _checked(config)  # inequivalent: one site, whatever n_sites says
+    config["systems"]["crystal"].update(sampling_strategy="uniform", n_sites=33)  # 32 atoms, 1 frame
+    with pytest.raises(ConfigError, match=r"'systems\.crystal\.n_sites' \(33\).*32 Cu atoms in 1 frame"):
+        _checked(config)
+
+
+def test_the_shipped_studies_pass_the_structure_checks():
+    for path in [
+        ROOT / "config.yaml",
+        ROOT / "tests/configs/tiny.yaml",
+        *sorted(ROOT.glob("config/examples/*.yaml")),
+    ]:
+        from xasflow.structures.checks import check_study
+
+        check_study(load_config(path), source=str(path))
