@@ -111,7 +111,7 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
         with open(path) as handle:
-            return yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+            return yaml.load(handle, Loader=_UniqueKeyLoader)  # a SafeLoader: builds no Python objects
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from error
     except yaml.YAMLError as error:
