@@ -2,16 +2,27 @@ import json
 import sys
 from pathlib import Path
 
-from xasflow.config import (
-    ConfigError,
-    batch_runtime_minutes,
-    batches_for,
-    validate_config,
-)
+from xasflow.config import ConfigError, batch_runtime_minutes, read_yaml, validate_config
+from xasflow.structures.checks import check_study
+from xasflow.structures.plan import batches_for
+
+
+def _validated_config(config, configfiles):
+    """The merged config, validated, with defaults, and checked against the structures it implies.
+
+    Snakemake has already parsed the config files, keeping the last of duplicate keys; each file
+    is read again here so that a key given twice is refused with its line.
+    """
+    for path in configfiles:
+        read_yaml(path)
+    source = " + ".join(str(path) for path in configfiles) or "config"
+    validated = validate_config(config, source=source)
+    check_study(validated, source=source)
+    return validated
 
 
 try:
-    _validated = validate_config(config, source="config")
+    _validated = _validated_config(config, workflow.configfiles)
 except ConfigError as error:
     sys.stderr.write(f"xasflow: error: {error}\n")
     sys.exit(2)
@@ -54,10 +65,7 @@ def sites_config_json(wildcards):
             "systems": {wildcards.system: config["systems"][wildcards.system]},
             "absorber": config["absorber"],
             "sampling": config["sampling"],
-            "spectra": {
-                key: config["spectra"].get(key)
-                for key in BATCHING_KEYS
-            },
+            "spectra": {key: config["spectra"][key] for key in BATCHING_KEYS if key in config["spectra"]},
         }
     )
 
@@ -66,20 +74,21 @@ BATCHING_KEYS = ("batch_size", "target_batch_minutes", "seconds_per_site")
 
 
 def spectra_config_json(wildcards):
-    """Engine settings only (and this system's engine choice): re-batching or moving the cache
+    """Engine settings only, with this system's engine choice: re-batching or moving the cache
     does not rerun calculations."""
     skipped = (*BATCHING_KEYS, "cache_dir")
-    return _json(
-        {
-            "spectra": {key: value for key, value in config["spectra"].items() if key not in skipped},
-            "engine": config["systems"][wildcards.system].get("engine", config["spectra"]["engine"]),
-        }
-    )
+    spectra = {key: value for key, value in config["spectra"].items() if key not in skipped}
+    spectra["engine"] = config["systems"][wildcards.system].get("engine", config["spectra"]["engine"])
+    return _json({"spectra": spectra})
+
+
+# Functions that build several command-line words return a list: a rule's shell line quotes
+# each word with {params.NAME:q}, like every other placeholder.
 
 
 def cache_argument(wildcards):
-    cache_dir = config["spectra"].get("cache_dir")
-    return f"--cache-dir {cache_dir}" if cache_dir else ""
+    cache_dir = config["spectra"]["cache_dir"]
+    return ["--cache-dir", cache_dir] if cache_dir else []
 
 
 def dataset_config_json(wildcards):
@@ -108,7 +117,7 @@ def get_calibration(wildcards=None):
 
 
 def calibration_argument(wildcards, input):
-    return f"--calibration {input.calibration}" if input.calibration else ""
+    return [word for path in input.calibration for word in ("--calibration", path)]
 
 
 def train_config_json(wildcards):
@@ -120,7 +129,7 @@ def train_config_json(wildcards):
                 "test_systems": config["training"]["test_systems"],
                 "augmentation": config["training"]["augmentation"],
             },
-            "inference": {"pseudo_experiment": PSEUDO},
+            "inference": {"pseudo_experiment": PSEUDO} if PSEUDO else {},
         }
     )
 
@@ -164,15 +173,15 @@ def batch_number(wildcards):
 
 
 def batch_directories(wildcards, input):
-    return " ".join(str(Path(path).parent) for path in input.batches)
+    return [str(Path(path).parent) for path in input.batches]
 
 
 def labels_arguments(wildcards, input):
-    return " ".join(f"{path.split('/')[-2]}={path}" for path in input.labels)
+    return [f"{path.split('/')[-2]}={path}" for path in input.labels]
 
 
 def md_arguments(wildcards, input):
-    return " ".join(f"{path.split('/')[-2]}={path}" for path in input.md)
+    return [f"{path.split('/')[-2]}={path}" for path in input.md]
 
 
 def get_checkpoints(wildcards=None):
@@ -191,11 +200,11 @@ def get_truths(wildcards=None):
 
 
 def checkpoint_arguments(wildcards, input):
-    return " ".join(f"--checkpoint {path}" for path in input.checkpoints)
+    return [word for path in input.checkpoints for word in ("--checkpoint", path)]
 
 
 def truth_arguments(wildcards, input):
-    return " ".join(f"--truth {path}" for path in input.truths)
+    return [word for path in input.truths for word in ("--truth", path)]
 
 
 def get_final_outputs():

@@ -19,8 +19,9 @@ rule feff_batch:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow spectra run --config-json {params.config_json:q} --manifest {input.manifest} "
-        "--snapshots {input.snapshots} --batch {params.batch} --out-dir {params.out_dir} {params.cache} > {log} 2>&1"
+        "xasflow spectra run --config-json {params.config_json:q} --manifest {input.manifest:q} "
+        "--snapshots {input.snapshots:q} --batch {params.batch:q} --out-dir {params.out_dir:q} "
+        "{params.cache:q} > {log:q} 2>&1"
 
 
 rule fidelity:
@@ -43,4 +44,5 @@ rule fidelity:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow fidelity --config-json {params.config_json:q} --out-dir {params.out_dir} {params.cache} > {log} 2>&1"
+        "xasflow fidelity --config-json {params.config_json:q} --out-dir {params.out_dir:q} "
+        "{params.cache:q} > {log:q} 2>&1"

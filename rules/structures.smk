@@ -15,8 +15,8 @@ rule md:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow structures md --config-json {params.config_json:q} --system {wildcards.system} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "xasflow structures md --config-json {params.config_json:q} --system {wildcards.system:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule labels:
@@ -37,8 +37,8 @@ rule labels:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow structures labels --config-json {params.config_json:q} --system {wildcards.system} "
-        "--snapshots {input.snapshots} --initial {input.initial} --out {output.labels} > {log} 2>&1"
+        "xasflow structures labels --config-json {params.config_json:q} --system {wildcards.system:q} "
+        "--snapshots {input.snapshots:q} --initial {input.initial:q} --out {output.labels:q} > {log:q} 2>&1"
 
 
 rule sites:
@@ -58,5 +58,5 @@ rule sites:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow structures sites --config-json {params.config_json:q} --system {wildcards.system} "
-        "--labels {input.labels} --snapshots {input.snapshots} --out {output} > {log} 2>&1"
+        "xasflow structures sites --config-json {params.config_json:q} --system {wildcards.system:q} "
+        "--labels {input.labels:q} --snapshots {input.snapshots:q} --out {output:q} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from xasflow import __version__
-from xasflow.config import ConfigError, load_config
+from xasflow.config import ConfigError, load_config, validate_sections
 from xasflow.errors import UserError
 
 logger = logging.getLogger("xasflow")
@@ -27,9 +27,10 @@ def _config(args: argparse.Namespace) -> dict:
         return load_config(args.config)
     if getattr(args, "config_json", None):
         try:
-            return json.loads(args.config_json)
+            sections = json.loads(args.config_json)
         except json.JSONDecodeError as error:
             raise ConfigError(f"--config-json is not valid JSON ({error})") from error
+        return validate_sections(sections)
     raise ConfigError("give --config FILE (or --config-json from the workflow)")
 
 
@@ -40,7 +41,10 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from xasflow.structures.checks import check_study
+
     config = load_config(args.config)
+    check_study(config, source=args.config)
     print(f"{args.config}: valid ({len(config['systems'])} systems)")
     return 0
 
@@ -108,7 +112,7 @@ def cmd_spectra_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     spectra = config["spectra"]
-    engine = build_engine(spectra, config.get("engine"))
+    engine = build_engine(spectra)
     cache = SpectrumCache(args.cache_dir) if args.cache_dir else None
     counts = run_batch(
         args.manifest, args.snapshots, args.batch, engine, args.out_dir, cache, spectra["cluster_radius"]
@@ -120,8 +124,8 @@ def cmd_spectra_run(args: argparse.Namespace) -> int:
 def _engine_for(config: dict, system: str | None):
     from xasflow.spectra.engines import build_engine
 
-    override = config["systems"].get(system, {}).get("engine") if system else None
-    return build_engine(config["spectra"], override or config.get("engine"))
+    override = config["systems"].get(system, {}).get("engine") if system else None  # optional key
+    return build_engine(config["spectra"], override)
 
 
 def cmd_spectra_generate(args: argparse.Namespace) -> int:
@@ -179,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     training = config["training"]
-    held_out = (config.get("inference", {}).get("pseudo_experiment") or {}).get("system")
+    pseudo = config["inference"].get("pseudo_experiment")  # optional: no default
+    held_out = pseudo["system"] if pseudo else None
     params = TrainParams.from_dict(
         {
             **training["models"][args.model],
@@ -190,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from xasflow.models.augment import AugmentationParams
 
-    augmentation = AugmentationParams(**training.get("augmentation", {}))
+    augmentation = AugmentationParams(**training["augmentation"])
     calibration = None
     if args.calibration:
         try:
@@ -224,7 +229,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from xasflow.spectra.cache import SpectrumCache
 
     config = _config(args)
-    if not config.get("references"):
+    if not config["references"]:
         raise ConfigError("the configuration lists no references (config key 'references')")
     cache = SpectrumCache(args.cache_dir) if args.cache_dir else None
     results = run_fidelity(config, args.out_dir, cache, args.reference or None)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from xasflow.config import batches_for, load_config, sites_for
+from xasflow.config import load_config
 from xasflow.dataset.schema import open_dataset
+from xasflow.structures.plan import batches_for, sites_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"

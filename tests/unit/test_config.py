@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xasflow.config import ConfigError, batches_for, load_config, sites_for, validate_config
+from xasflow.config import ConfigError, load_config, validate_config
+from xasflow.structures.plan import batches_for, sites_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,3 +154,15 @@ def test_augmentation_defaults_and_bounds():
     bad["training"] = {"augmentation": {"noise": -0.01}}
     with pytest.raises(ConfigError, match="training.augmentation.noise"):
         validate_config(bad)
+
+
+def test_config_imports_nothing_from_other_xasflow_modules():
+    """Every stage imports the config module, so it must not import any stage."""
+    import ast
+
+    tree = ast.parse((ROOT / "src" / "xasflow" / "config.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert {name for name in imported if name.startswith("xasflow")} == {"xasflow.errors"}

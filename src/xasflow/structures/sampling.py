@@ -11,7 +11,6 @@ import numpy as np
 from ase import Atoms
 
 from xasflow.fileio import atomic_open
-from xasflow.structures.symmetry import inequivalent_sites
 
 MANIFEST_COLUMNS = (
     "system",
@@ -104,6 +103,9 @@ def sample_inequivalent_sites(
 ) -> list[SiteChoice]:
     """Every symmetry-inequivalent ``absorber`` of a static crystal (frame 0), once, with its
     multiplicity; averages over the crystal weight each spectrum by that multiplicity."""
+    # pymatgen (behind the symmetry module) takes seconds to import; only crystals need it
+    from xasflow.structures.symmetry import inequivalent_sites
+
     classes = inequivalent_sites(atoms, element=absorber)
     if not classes:
         raise ValueError(f"system '{system}' has no {absorber} atoms to use as absorbers")
