@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -117,3 +119,33 @@ def test_the_program_runs_in_its_directory_with_no_stdin_and_its_output_in_the_l
     assert outcome.returncode == 3 and not outcome.timed_out and outcome.seconds < 10
     assert outcome.log_path == directory / "fdmnes.log"
     assert outcome.log_path.read_text().split() == [str(directory.resolve()), "to-stderr"]
+
+
+CANCELLED_JOB = """
+import sys
+import numpy as np
+from xasflow.spectra import fdmnes
+from xasflow.spectra.feff import Cluster
+cluster = Cluster(("Cu", "Cu"), np.array([[0.0, 0.0, 0.0], [2.556, 0.0, 0.0]]))
+params = fdmnes.FdmnesParams(command=("sh", sys.argv[1]), time_limit=600.0)
+fdmnes.run_site(cluster, params, sys.argv[2], "Cu dimer")
+"""
+
+
+def test_a_cancelled_job_takes_the_running_program_with_it(tmp_path, grandchild_pid_file):
+    """SIGTERM to xasflow (Snakemake or SLURM cancelling the job) stops the program's group,
+    which runs in its own session and so does not get the job's signals itself."""
+    script = launcher_script(tmp_path, grandchild_pid_file, "sleep 1000", "wait")
+    environment = {**os.environ}
+    environment.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2] / "src"))
+    job = subprocess.Popen(
+        [sys.executable, "-c", CANCELLED_JOB, str(script), str(tmp_path / "site")], env=environment
+    )
+    try:
+        grandchild = wait_for_pid(grandchild_pid_file)
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=30) != 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert gone_within(grandchild, 2), f"FDMNES's process {grandchild} outlived the cancelled job"

@@ -331,6 +331,10 @@ def test_results_name_the_engine_time_and_the_energy_axis_and_old_files_still_re
         ({"engine": "vasp"}, "spectrum engine 'vasp' is not known; use one of feff10, feff, fdmnes"),
         ({"spectra": {"mode": "xas"}}, "spectra.mode is 'xas'; use 'xanes' or 'exafs'"),
         (
+            {"spectra": {"feff_command": "feff"}, "engine": "feff"},
+            "spectra.feff_command as a list of arguments",
+        ),
+        (
             {"spectra": {"fdmnes": {"radius": 3.0, "radii": 2}}, "engine": "fdmnes"},
             "unknown settings ['radii']",
         ),

@@ -234,10 +234,14 @@ def build_engine(spectra: dict, engine_name: str | None = None) -> Engine:
     params = FeffParams.from_config(spectra)
     if name == "feff10":
         return Feff10Engine(params)
-    if "feff_command" not in spectra:
-        raise SpectraInputError("spectrum engine 'feff' needs spectra.feff_command, e.g. [feff]")
+    command = spectra.get("feff_command")
+    if not command or isinstance(command, str):
+        raise SpectraInputError(
+            f"spectrum engine 'feff' needs spectra.feff_command as a list of arguments, e.g. [feff] "
+            f"or [mpirun, -n, '4', feff]; got {command!r}"
+        )
     return FeffExecutableEngine(
-        replace(params, dialect=spectra.get("feff_dialect", "feff10")), tuple(spectra["feff_command"])
+        replace(params, dialect=spectra.get("feff_dialect", "feff10")), tuple(str(word) for word in command)
     )
 
 

@@ -26,6 +26,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,16 +186,23 @@ def run_program(launch: ProgramLaunch, directory: str | Path, time_limit: float,
     stdout and stderr go to ``directory / log_name``, stdin is ``/dev/null``; the program runs
     in a new session, and at the time limit its whole process group is stopped (SIGTERM, then
     SIGKILL after ``launch.grace_seconds``). Processes the program leaves behind in its group
-    when it exits are stopped the same way. Returns how the run ended; a failing program is
-    not an error here. Raises :class:`EnvironmentFailure` when the program cannot be started
-    (missing, not executable) or the log cannot be written, and when a failing program's log
-    (or its death by SIGXFSZ) shows that the machine made it fail.
+    when it exits are stopped the same way, and so is the group when this process is
+    interrupted (KeyboardInterrupt, or SIGTERM while it has its default action).
+
+    Returns how the run ended; a failing program is not an error here. Raises
+    :class:`EnvironmentFailure` when the program cannot be started (missing, not executable)
+    or the log cannot be written, and when a failing program's log (or its death by SIGXFSZ)
+    shows that the machine made it fail.
     """
     directory = Path(directory)
     log_path = directory / log_name
     logger.debug("running %s in %s (time limit %g s)", launch.command, directory, time_limit)
     started = time.perf_counter()
-    with environment_guard(log_path, f"writing the log of {launch.program}"), open(log_path, "wb") as log:
+    with (
+        environment_guard(log_path, f"writing the log of {launch.program}"),
+        open(log_path, "wb") as log,
+        _termination_as_exit(),
+    ):
         process = _start(launch, directory, log)
         timed_out = False
         try:
@@ -203,7 +211,7 @@ def run_program(launch: ProgramLaunch, directory: str | Path, time_limit: float,
             timed_out, returncode = True, None
             _stop_group(process, launch.grace_seconds)
             log.write(f"\nxasflow: stopped {launch.program} at the time limit of {time_limit:g} s\n".encode())
-        except BaseException:  # KeyboardInterrupt, a SLURM job being cancelled: leave nothing running
+        except BaseException:  # KeyboardInterrupt, SIGTERM of a cancelled job: leave nothing running
             _stop_group(process, launch.grace_seconds)
             raise
         else:
@@ -214,6 +222,29 @@ def run_program(launch: ProgramLaunch, directory: str | Path, time_limit: float,
     if returncode:
         _raise_for_environment(launch, directory, run)
     return run
+
+
+@contextlib.contextmanager
+def _termination_as_exit() -> Iterator[None]:
+    """While a program runs, SIGTERM to this process (a job being cancelled) raises SystemExit
+    instead of ending the process at once, so the program's own process group, which no longer
+    receives the signals of ours, is stopped on the way out. Only in the main thread and where
+    SIGTERM still has its default action; the previous action is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signal_number, frame):
+        raise SystemExit(128 + signal_number)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _start(launch: ProgramLaunch, directory: Path, log) -> subprocess.Popen:
