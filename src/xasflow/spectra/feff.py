@@ -2,9 +2,9 @@
 
 Two runners share one input generator: the embedded FEFF10 of the ``feff10-rs`` wheel, and a
 FEFF executable (a cluster's ``feff`` module, or FEFF 8.5L's module programs) run through
-:mod:`xasflow.spectra.runner` in the site directory with a time limit. ``mode`` selects XANES (full multiple
-scattering) or EXAFS (path expansion); ``dialect`` writes FEFF10/9 cards or FEFF8 ones (FEFF8
-has no COREHOLE/EGRID cards and takes the edge and S02 in HOLE).
+:mod:`xasflow.spectra.runner` in the site directory with a time limit. ``mode`` selects XANES
+(full multiple scattering) or EXAFS (path expansion); ``dialect`` writes FEFF10/9 cards or
+FEFF8 ones (FEFF8 has no COREHOLE/EGRID cards and takes the edge and S02 in HOLE).
 
 Each site runs in its own directory ``{batch_dir}/{frame:03d}_{site:04d}_{El}/`` which keeps
 ``feff.inp``, FEFF's logs (``log*.dat``), ``xmu.dat`` and ``params.json``; FEFF's large binary
