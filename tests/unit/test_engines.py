@@ -79,10 +79,10 @@ def test_second_run_of_the_same_cluster_is_served_from_the_cache(copper_cluster,
     engine = Feff10Engine(FAST)
     cache = SpectrumCache(tmp_path / "cache")
     first = run_site_cached(engine, cache, copper_cluster, tmp_path / "a", "first")
-    assert first.result.status == "ok" and not first.cache_hit and first.result.feff_seconds > 0
+    assert first.result.status == "ok" and not first.cache_hit and first.result.engine_seconds > 0
     second = run_site_cached(engine, cache, copper_cluster, tmp_path / "b", "second")
     assert second.cache_hit and second.cache_key == first.cache_key
-    assert second.result.feff_seconds == 0
+    assert second.result.engine_seconds == 0
     np.testing.assert_array_equal(second.result.mu, first.result.mu)
     assert (tmp_path / "b" / "feff.inp").read_text() == (tmp_path / "a" / "feff.inp").read_text()
     # the cached spectrum still passes the tabulated-edge check, a wrong element does not
@@ -114,12 +114,16 @@ def test_feff85l_executable_modules_compute_exafs(copper_cluster, tmp_path):
     assert "feff8l.sh sha256:" in engine.version()
 
 
-def test_missing_or_failing_executables_are_recorded(copper_cluster, tmp_path):
-    missing = FeffExecutableEngine(FAST, ("/nonexistent/feff",)).run_site(copper_cluster, tmp_path / "m", "m")
-    assert missing.status == "failed" and "not found" in missing.reason
+def test_a_failing_executable_is_recorded_and_a_missing_one_stops_the_job(copper_cluster, tmp_path):
     failing = FeffExecutableEngine(FAST, ("false",)).run_site(copper_cluster, tmp_path / "f", "f")
     assert failing.status == "failed" and failing.reason == "FEFF executable failed: exit code 1"
     assert (tmp_path / "f" / "feff.inp").exists() and (tmp_path / "f" / "feff.log").exists()
+    # a missing program is the machine's failure, not the site's: nothing is recorded
+    missing = FeffExecutableEngine(FAST, ("/nonexistent/feff",))
+    with pytest.raises(Exception, match="cannot start FEFF '/nonexistent/feff'") as raised:
+        run_site_cached(missing, SpectrumCache(tmp_path / "cache"), copper_cluster, tmp_path / "m", "m")
+    assert raised.type.__name__ == "EnvironmentFailure"  # a UserError: the job exits 2
+    assert not (tmp_path / "cache").exists()
 
 
 def test_build_engine_from_config():

@@ -201,14 +201,13 @@ def test_write_inputs_rejects_a_malformed_cluster(tmp_path):
 # --- runner and run_site with stand-in executables ------------------------------------------------------
 
 
-def test_run_site_reports_a_missing_executable(tmp_path):
+def test_a_missing_executable_stops_the_job_instead_of_failing_the_site(tmp_path):
     params = FdmnesParams(command=("/nonexistent/fdmnes",))
-    result = run_site(copper_cluster(), params, tmp_path / "site", "Cu")
-    assert result.status == "failed"
-    assert "not found" in result.reason and "/nonexistent/fdmnes" in result.reason
-    assert result.energy is None and result.mu is None
+    with pytest.raises(Exception, match="cannot start FDMNES '/nonexistent/fdmnes'") as raised:
+        run_site(copper_cluster(), params, tmp_path / "site", "Cu")
+    assert raised.type.__name__ == "EnvironmentFailure"  # a UserError: the job exits 2
     log = tmp_path / "site" / "fdmnes.log"
-    assert log.is_file() and "not found" in log.read_text()
+    assert log.is_file() and "No such file or directory" in log.read_text()
 
 
 def test_run_site_reports_the_exit_code(tmp_path):
@@ -252,6 +251,8 @@ def test_run_site_normalizes_a_real_convoluted_spectrum(tmp_path, shared_data, m
     result = run_site(copper_cluster(), FdmnesParams(command=command), directory, "Mo2C site 3")
     assert result.status == "ok", result.reason
     assert result.energy[0] == pytest.approx(-40.0)  # relative to the edge, as FDMNES wrote it
+    assert result.energy_reference == "relative:fdmnes_edge"  # and the result says so
+    assert 0 < result.engine_seconds <= result.wall_seconds
     tail = result.energy >= result.energy[-1] - 0.2 * (result.energy[-1] - result.energy[0])
     assert result.mu[tail].mean() == pytest.approx(1.0)
     assert "fake FDMNES done" in (directory / "fdmnes.log").read_text()

@@ -75,7 +75,7 @@ def test_feff10_computes_a_physical_cu_k_edge(tmp_path):
     kept = {path.name for path in (tmp_path / "site").iterdir()}
     assert {"feff.inp", "xmu.dat", "params.json", "log.dat"} <= kept
     assert not any(name.endswith(".bin") for name in kept)
-    assert result.feff_seconds > 0
+    assert result.engine_seconds > 0
 
 
 @pytest.mark.slow

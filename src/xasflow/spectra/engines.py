@@ -3,7 +3,11 @@
 An engine turns a ``Cluster`` into a ``SpectrumResult`` inside a directory it is given. Each
 engine states its name, its version and the parameters that change its result; together with
 the rounded geometry these form the cache key, so a calculation already done for the same
-cluster and settings is never run again.
+cluster and settings is never run again. Each engine also states the energy axis of its spectra
+(``energy_reference``: "absolute" or "relative:<zero>").
+
+Only physics outcomes are cached or returned as results; a failure of the machine (disk full,
+no permission, a missing program) raises :class:`~xasflow.errors.EnvironmentFailure`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,17 @@ import numpy as np
 
 from xasflow.spectra import feff
 from xasflow.spectra.cache import SpectrumCache, cache_key
-from xasflow.spectra.feff import Cluster, FeffParams, SpectrumResult, run_site, run_site_executable
+from xasflow.spectra.fdmnes import FDMNES_ENERGY_REFERENCE
+from xasflow.spectra.feff import (
+    ABSOLUTE_ENERGY,
+    Cluster,
+    FeffParams,
+    SpectraInputError,
+    SpectrumResult,
+    run_site,
+    run_site_executable,
+)
+from xasflow.spectra.runner import environment_guard
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +42,12 @@ logger = logging.getLogger(__name__)
 NOT_IN_KEY = ("time_limit", "post_edge_tolerance", "edge_tolerance")
 
 
+ENGINE_NAMES = ("feff10", "feff", "fdmnes")
+
+
 class Engine(Protocol):
     name: str
+    energy_reference: str  # the axis of the energies it returns: "absolute" or "relative:<zero>"
 
     def version(self) -> str: ...
 
@@ -54,7 +72,12 @@ class _FeffFiles:
         return Path(directory) / "feff.inp"
 
     def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
-        energy, _, mu = feff.read_xmu(Path(directory) / "xmu.dat")
+        """(absolute energy in eV, mu) from ``directory/xmu.dat``; SpectraInputError if unreadable."""
+        path = Path(directory) / "xmu.dat"
+        try:
+            energy, _, mu = feff.read_xmu(path)
+        except (OSError, ValueError) as error:
+            raise SpectraInputError(f"{path}: not a readable FEFF spectrum ({error})") from error
         return energy, mu
 
 
@@ -77,6 +100,7 @@ class Feff10Engine(_FeffFiles):
     params: FeffParams
     name: str = "feff10"
     potential: SharedPotential | None = None
+    energy_reference: str = ABSOLUTE_ENERGY
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -104,23 +128,26 @@ def with_shared_potential(
 ) -> Engine:
     """The engine, set to reuse one SCF potential computed for ``cluster`` (the system's
     representative site) in ``directory``, or taken from ``cache``; unchanged for engines or
-    settings that do not share potentials. Raises :class:`feff.PotentialError` if FEFF fails."""
+    settings that do not share potentials. Raises :class:`feff.PotentialError` if FEFF fails,
+    :class:`~xasflow.errors.EnvironmentFailure` if the machine does (disk full, permissions)."""
     if not isinstance(engine, Feff10Engine) or not engine.shares_potential:
         return engine
     key = cache_key(
         cluster.symbols, cluster.positions, "feff10-potential", engine.version(), engine.key_parameters()
     )
     directory = Path(directory)
-    cached = cache.get(key) if cache is not None else None
-    if cached is not None:
-        cache.restore(cached, directory)
-        logger.info("%s: SCF potential from the cache", title)
-    else:
-        seconds = feff.compute_potential(cluster, engine.params, directory, title)
-        logger.info("%s: SCF potential computed in %.1f s", title, seconds)
-        if cache is not None:
-            empty = np.zeros(0)
-            cache.put(key, empty, empty, directory, {"engine": "feff10-potential", "first_title": title})
+    with environment_guard(directory, f"computing the {title}"):
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            cache.restore(cached, directory)
+            logger.info("%s: SCF potential from the cache", title)
+        else:
+            seconds = feff.compute_potential(cluster, engine.params, directory, title)
+            logger.info("%s: SCF potential computed in %.1f s", title, seconds)
+            if cache is not None:
+                empty = np.zeros(0)
+                metadata = {"engine": "feff10-potential", "first_title": title}
+                cache.put(key, empty, empty, directory, metadata)
     return replace(engine, potential=SharedPotential(directory, key))
 
 
@@ -142,6 +169,7 @@ class FeffExecutableEngine(_FeffFiles):
     params: FeffParams
     command: tuple[str, ...]
     name: str = "feff"
+    energy_reference: str = ABSOLUTE_ENERGY
 
     def version(self) -> str:
         return _executable_fingerprint(self.command)
@@ -159,6 +187,7 @@ class FdmnesEngine:
 
     params: object  # xasflow.spectra.fdmnes.FdmnesParams
     name: str = "fdmnes"
+    energy_reference: str = FDMNES_ENERGY_REFERENCE
 
     def version(self) -> str:
         return _executable_fingerprint(tuple(self.params.command))
@@ -179,30 +208,55 @@ class FdmnesEngine:
         return fdmnes.write_inputs(cluster, self.params, directory, title)
 
     def read_spectrum(self, directory: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(energy in eV relative to FDMNES's edge, mu in Mbarn); SpectraInputError if unreadable."""
         from xasflow.spectra import fdmnes
 
-        spectrum = fdmnes.read_output(fdmnes.output_path(directory, self.params.convolution))
+        path = fdmnes.output_path(directory, self.params.convolution)
+        try:
+            spectrum = fdmnes.read_output(path)
+        except ValueError as error:
+            raise SpectraInputError(f"not a readable FDMNES spectrum: {error}") from error
         return spectrum.energy, spectrum.mu
 
 
 def build_engine(spectra: dict, engine_name: str | None = None) -> Engine:
-    """The engine a validated ``spectra`` config section (and optional per-system override) asks for."""
-    name = engine_name or spectra.get("engine", "feff10")
-    if name == "fdmnes":
-        from xasflow.spectra.fdmnes import FdmnesParams
+    """The engine a validated ``spectra`` config section (and optional per-system override) asks for.
 
-        settings = dict(spectra.get("fdmnes", {}))
-        if "command" in settings:
-            settings["command"] = tuple(settings["command"])
-        return FdmnesEngine(FdmnesParams(**settings))
+    Raises :class:`SpectraInputError` for an unknown engine name or FDMNES setting.
+    """
+    name = engine_name or spectra.get("engine", "feff10")
+    if name not in ENGINE_NAMES:
+        raise SpectraInputError(
+            f"spectrum engine '{name}' is not known; use one of {', '.join(ENGINE_NAMES)}"
+        )
+    if name == "fdmnes":
+        return FdmnesEngine(_fdmnes_params(dict(spectra.get("fdmnes", {}))))
     params = FeffParams.from_config(spectra)
     if name == "feff10":
         return Feff10Engine(params)
-    if name == "feff":
-        return FeffExecutableEngine(
-            replace(params, dialect=spectra.get("feff_dialect", "feff10")), tuple(spectra["feff_command"])
+    command = spectra.get("feff_command")
+    if not command or isinstance(command, str):
+        raise SpectraInputError(
+            f"spectrum engine 'feff' needs spectra.feff_command as a list of arguments, e.g. [feff] "
+            f"or [mpirun, -n, '4', feff]; got {command!r}"
         )
-    raise ValueError(f"spectrum engine '{name}' is not known; use feff10, feff or fdmnes")
+    return FeffExecutableEngine(
+        replace(params, dialect=spectra.get("feff_dialect", "feff10")), tuple(str(word) for word in command)
+    )
+
+
+def _fdmnes_params(settings: dict):
+    from xasflow.spectra.fdmnes import FdmnesParams
+
+    unknown = sorted(set(settings) - set(FdmnesParams.__dataclass_fields__))
+    if unknown:
+        raise SpectraInputError(
+            f"spectra.fdmnes has unknown settings {unknown}; valid are "
+            f"{', '.join(sorted(FdmnesParams.__dataclass_fields__))}"
+        )
+    if "command" in settings and not isinstance(settings["command"], str):
+        settings["command"] = tuple(settings["command"])
+    return FdmnesParams(**settings)
 
 
 @dataclass(frozen=True)
@@ -215,32 +269,39 @@ class SiteOutcome:
 def run_site_cached(
     engine: Engine, cache: SpectrumCache | None, cluster: Cluster, directory: Path, title: str
 ) -> SiteOutcome:
-    """Reuse a cached result for this exact cluster and settings, or compute and store it."""
+    """Reuse a cached result for this exact cluster and settings, or compute and store it.
+
+    Only successful results are stored. Raises :class:`~xasflow.errors.EnvironmentFailure`
+    when the machine fails the site (disk full, no permission, missing program): such a site
+    has no result, and a rerun after the fix computes it.
+    """
     key = cache_key(
         cluster.symbols, cluster.positions, engine.name, engine.version(), engine.key_parameters()
     )
-    if cache is not None:
-        cached = cache.get(key)
-        if cached is not None:
-            started = time.perf_counter()
-            cache.restore(cached, directory)
-            result = SpectrumResult(
-                status="ok",
-                reason="",
-                energy=np.asarray(cached.energy),
-                mu=np.asarray(cached.mu),
-                feff_seconds=0.0,
-                wall_seconds=time.perf_counter() - started,
-                directory=str(directory),
-            )
-            return SiteOutcome(result, True, key)
-    result = engine.run_site(cluster, directory, title)
-    if cache is not None and result.status == "ok":
-        cache.put(
-            key,
-            result.energy,
-            result.mu,
-            Path(directory),
-            {"engine": engine.name, "engine_version": engine.version(), "first_title": title},
-        )
+    with environment_guard(directory, f"computing {title}"):
+        if cache is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                started = time.perf_counter()
+                cache.restore(cached, directory)
+                result = SpectrumResult(
+                    status="ok",
+                    reason="",
+                    energy=np.asarray(cached.energy),
+                    mu=np.asarray(cached.mu),
+                    engine_seconds=0.0,
+                    wall_seconds=time.perf_counter() - started,
+                    directory=str(directory),
+                    energy_reference=engine.energy_reference,
+                )
+                return SiteOutcome(result, True, key)
+        result = engine.run_site(cluster, directory, title)
+        if cache is not None and result.status == "ok":
+            metadata = {
+                "engine": engine.name,
+                "engine_version": engine.version(),
+                "energy_reference": result.energy_reference,
+                "first_title": title,
+            }
+            cache.put(key, result.energy, result.mu, Path(directory), metadata)
     return SiteOutcome(result, False, key)

@@ -17,7 +17,12 @@ site runs in its own directory, which FDMNES uses as its working directory and w
     FDMNES's own listing ``fdmnes_out_bav.txt``.
 
 Spectra keep FDMNES's energy axis: eV relative to the edge as FDMNES defines it (the ``Range``
-of the input is on the same axis). Cross-sections are in Mbarn, not normalized.
+of the input is on the same axis); results say so with ``energy_reference`` =
+:data:`FDMNES_ENERGY_REFERENCE`. Cross-sections are in Mbarn, not normalized.
+
+FDMNES is launched through :mod:`xasflow.spectra.runner` (own process group, stopped as a whole
+at the time limit). A missing program, a full disk or a missing permission raises
+:class:`~xasflow.errors.EnvironmentFailure`; they are never recorded as a failed site.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import json
 import logging
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +40,15 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from xasflow import __version__
-from xasflow.spectra.feff import Cluster, SpectrumResult, check_spectrum
+from xasflow.errors import EnvironmentFailure
+from xasflow.spectra.feff import Cluster, SpectraInputError, SpectrumResult, check_spectrum
+from xasflow.spectra.runner import (
+    ProgramLaunch,
+    ProgramRun,
+    environment_evidence,
+    require_writable,
+    run_program,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +62,10 @@ EDGES = ("K", "L1", "L2", "L3")
 METHODS = ("green", "fdm")
 POST_EDGE_FRACTION = 0.2  # normalization window: the last 20 % of the energy range
 TERMINATE_GRACE_SECONDS = 10.0  # after SIGTERM on timeout, before SIGKILL
+#: ``SpectrumResult.energy_reference`` of FDMNES spectra: eV above FDMNES's own edge (its energy
+#: zero); the header's ``E_edge`` is the tabulated edge energy to add for an approximate
+#: absolute photon energy.
+FDMNES_ENERGY_REFERENCE = "relative:fdmnes_edge"
 # Fortran writes exponents of three digits without the "E": 1.2345678-100.
 _FORTRAN_EXPONENT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))([+-]\d{3})$")
 
@@ -83,33 +99,35 @@ class FdmnesParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str) or not isinstance(self.command, Sequence):
-            raise ValueError(
+            raise SpectraInputError(
                 f"FdmnesParams.command must be a sequence of arguments such as "
                 f"('mpirun', '-np', '4', 'fdmnes'), not {self.command!r}"
             )
         # Lists from YAML become tuples so that the parameters stay immutable and hashable.
         object.__setattr__(self, "command", tuple(str(argument) for argument in self.command))
         if not self.command or not self.command[0]:
-            raise ValueError("FdmnesParams.command is empty: give the FDMNES executable, e.g. ('fdmnes',)")
+            raise SpectraInputError(
+                "FdmnesParams.command is empty: give the FDMNES executable, e.g. ('fdmnes',)"
+            )
         if self.edge not in EDGES:
-            raise ValueError(f"FdmnesParams.edge is {self.edge!r}; valid edges are {', '.join(EDGES)}")
+            raise SpectraInputError(f"FdmnesParams.edge is {self.edge!r}; valid edges are {', '.join(EDGES)}")
         if self.method not in METHODS:
-            raise ValueError(
+            raise SpectraInputError(
                 f"FdmnesParams.method is {self.method!r}; valid methods are {', '.join(METHODS)}"
             )
         if not self.radius > 0:
-            raise ValueError(f"FdmnesParams.radius is {self.radius} Angstrom; it must be > 0")
+            raise SpectraInputError(f"FdmnesParams.radius is {self.radius} Angstrom; it must be > 0")
         if not self.energy_max > self.energy_min:
-            raise ValueError(
+            raise SpectraInputError(
                 f"FdmnesParams.energy_max ({self.energy_max} eV) must be greater than "
                 f"energy_min ({self.energy_min} eV)"
             )
         if not self.energy_step > 0:
-            raise ValueError(f"FdmnesParams.energy_step is {self.energy_step} eV; it must be > 0")
+            raise SpectraInputError(f"FdmnesParams.energy_step is {self.energy_step} eV; it must be > 0")
         if not self.time_limit > 0:
-            raise ValueError(f"FdmnesParams.time_limit is {self.time_limit} s; it must be > 0")
+            raise SpectraInputError(f"FdmnesParams.time_limit is {self.time_limit} s; it must be > 0")
         if not self.post_edge_tolerance > 0:
-            raise ValueError(
+            raise SpectraInputError(
                 f"FdmnesParams.post_edge_tolerance is {self.post_edge_tolerance}; it must be > 0"
             )
 
@@ -215,76 +233,21 @@ def write_inputs(cluster: Cluster, params: FdmnesParams, directory: str | Path, 
     return job_input
 
 
-@dataclass(frozen=True)
-class FdmnesRun:
-    """How one FDMNES run ended.
-
-    ``returncode`` is None when the process could not be started (then ``launch_error`` says
-    why) or was stopped at the time limit (``timed_out``). ``seconds`` is the wall time (s).
-    """
-
-    returncode: int | None
-    timed_out: bool
-    seconds: float
-    log_path: Path
-    launch_error: str = ""
-
-
-def run(directory: str | Path, params: FdmnesParams) -> FdmnesRun:
-    """Run ``params.command`` in ``directory`` (its cwd); never raises for a failing FDMNES.
+def run(directory: str | Path, params: FdmnesParams) -> ProgramRun:
+    """Run ``params.command`` in ``directory`` (its cwd); a failing FDMNES is not an error here.
 
     stdout and stderr go to ``directory / "fdmnes.log"``. After ``params.time_limit`` seconds
-    the process gets SIGTERM (mpirun and srun forward it to their ranks), then SIGKILL after
-    a grace period. Raises ValueError only when ``directory`` holds no ``fdmfile.txt``.
+    the whole process group (mpirun or srun and their ranks) gets SIGTERM, then SIGKILL after
+    :data:`TERMINATE_GRACE_SECONDS`. Raises :class:`~xasflow.errors.EnvironmentFailure` when
+    FDMNES cannot be started or the machine made it fail (see
+    :func:`xasflow.spectra.runner.run_program`), and ValueError when ``directory`` holds no
+    ``fdmfile.txt`` (call :func:`write_inputs` first).
     """
     directory = Path(directory)
     if not (directory / FILE_LIST).is_file():
         raise ValueError(f"{directory}: no {FILE_LIST}; call write_inputs first")
-    log_path = directory / LOG_FILE
-    command = list(params.command)
-    logger.debug("running %s in %s", command, directory)
-    started = time.perf_counter()
-    returncode: int | None = None
-    timed_out = False
-    launch_error = ""
-    with open(log_path, "wb") as log:
-        try:
-            process = subprocess.Popen(
-                command, cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        except FileNotFoundError as error:
-            launch_error = f"FDMNES executable not found: {command[0]} ({error.strerror})"
-        except OSError as error:  # not executable, bad interpreter line, ...
-            launch_error = f"FDMNES could not be started: {command[0]}: {error}"
-        else:
-            try:
-                returncode = process.wait(timeout=params.time_limit)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _stop(process)
-            except BaseException:  # KeyboardInterrupt: do not leave FDMNES running
-                _stop(process)
-                raise
-        if launch_error or timed_out:
-            message = launch_error or f"xasflow: stopped FDMNES after the time limit of {params.time_limit} s"
-            log.write(f"\n{message}\n".encode())
-    return FdmnesRun(
-        returncode=returncode,
-        timed_out=timed_out,
-        seconds=time.perf_counter() - started,
-        log_path=log_path,
-        launch_error=launch_error,
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if the process is still there after the grace period."""
-    process.terminate()
-    try:
-        process.wait(timeout=TERMINATE_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    launch = ProgramLaunch(params.command, "FDMNES", TERMINATE_GRACE_SECONDS)
+    return run_program(launch, directory, params.time_limit, LOG_FILE)
 
 
 @dataclass(frozen=True)
@@ -349,30 +312,45 @@ def read_output(path: str | Path) -> FdmnesSpectrum:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     lines = path.read_text(errors="replace").splitlines()
+    header, columns, first_row = _read_header(path, lines)
+    table = _read_table(path, lines, columns, first_row)
+    _check_table(path, table)
+    mu_column = columns.index("<xanes>") if "<xanes>" in columns else 1
+    convoluted = "Gamma_hole" in header or path.stem.endswith("_conv")
+    return FdmnesSpectrum(
+        energy=table[:, 0].copy(),
+        mu=table[:, mu_column].copy(),
+        columns=columns,
+        convoluted=convoluted,
+        path=str(path),
+        edge_energy=header.get("E_edge"),
+        table=table,
+    )
+
+
+def _read_header(path: Path, lines: list[str]) -> tuple[dict[str, float], tuple[str, ...], int]:
+    """(header values, column names, index of the first data line) of an FDMNES output file."""
     header: dict[str, float] = {}
-    columns: tuple[str, ...] = ()
-    first_row = len(lines)
     for number, line in enumerate(lines):
         text = line.strip()
         if not text:
             continue
-        if text.startswith("#"):
-            if "=" in text:
-                header.update(_header_values(text.lstrip("#")))
+        if "=" in text:  # "values = names", commented (#) or not
+            header.update(_header_values(text.lstrip("#")))
             continue
-        if "=" in text:
-            header.update(_header_values(text))
+        if text.startswith("#"):
             continue
         columns = tuple(text.split())
-        first_row = number + 1
-        break
-    if not columns:
-        raise ValueError(f"{path}: no column names (expected a line 'Energy <xanes> ...'); is it empty?")
-    if columns[0].lower() != "energy" or len(columns) < 2:
-        raise ValueError(
-            f"{path}: line {first_row} should name the columns ('Energy <xanes> ...'), "
-            f"found {lines[first_row - 1]!r}"
-        )
+        if columns[0].lower() != "energy" or len(columns) < 2:
+            raise ValueError(
+                f"{path}: line {number + 1} should name the columns ('Energy <xanes> ...'), found {line!r}"
+            )
+        return header, columns, number + 1
+    raise ValueError(f"{path}: no column names (expected a line 'Energy <xanes> ...'); is it empty?")
+
+
+def _read_table(path: Path, lines: list[str], columns: tuple[str, ...], first_row: int) -> np.ndarray:
+    """The numbers below the column names, (n, len(columns)); Fortran exponents understood."""
     rows = []
     for number, line in enumerate(lines[first_row:], start=first_row + 1):
         tokens = line.split()
@@ -389,7 +367,11 @@ def read_output(path: str | Path) -> FdmnesSpectrum:
             raise ValueError(f"{path}: line {number} is not numeric: {line.strip()!r}") from None
     if not rows:
         raise ValueError(f"{path}: no data rows after the column names {' '.join(columns)}")
-    table = np.asarray(rows, dtype=float)
+    return np.asarray(rows, dtype=float)
+
+
+def _check_table(path: Path, table: np.ndarray) -> None:
+    """Every value finite, energies (first column) strictly increasing."""
     if not np.all(np.isfinite(table)):
         bad = int(np.flatnonzero(~np.all(np.isfinite(table), axis=1))[0])
         raise ValueError(f"{path}: non-finite value (NaN or infinity) in data row {bad + 1}")
@@ -399,17 +381,6 @@ def read_output(path: str | Path) -> FdmnesSpectrum:
         raise ValueError(
             f"{path}: energies do not increase strictly ({energy[bad]} eV then {energy[bad + 1]} eV)"
         )
-    mu_column = columns.index("<xanes>") if "<xanes>" in columns else 1
-    convoluted = "Gamma_hole" in header or path.stem.endswith("_conv")
-    return FdmnesSpectrum(
-        energy=energy.copy(),
-        mu=table[:, mu_column].copy(),
-        columns=columns,
-        convoluted=convoluted,
-        path=str(path),
-        edge_energy=header.get("E_edge"),
-        table=table,
-    )
 
 
 def normalize_post_edge(
@@ -433,14 +404,19 @@ def output_path(directory: str | Path, convoluted: bool) -> Path:
 
 
 def run_site(cluster: Cluster, params: FdmnesParams, directory: str | Path, title: str) -> SpectrumResult:
-    """Run FDMNES for one cluster in ``directory``; never raises for an FDMNES failure.
+    """Run FDMNES for one cluster in ``directory``; an FDMNES failure is a failed result.
 
     The directory is emptied first so that no spectrum of an earlier run is read back. The
     convoluted spectrum is used when ``params.convolution`` is set, the raw one otherwise.
-    In the result, ``energy`` is FDMNES's energy in eV *relative to the edge* (not absolute
-    like FEFF's ``omega``), and ``mu`` is the cross-section divided by its mean over the last
-    20 % of the energy range (dimensionless, post-edge about 1), the normalization that
-    :func:`check_spectrum` expects. ``feff_seconds`` holds FDMNES's run time (s).
+    In the result, ``energy`` is FDMNES's energy in eV *relative to the edge*
+    (``energy_reference`` is :data:`FDMNES_ENERGY_REFERENCE`, not absolute like FEFF's
+    ``omega``), and ``mu`` is the cross-section divided by its mean over the last 20 % of the
+    energy range (dimensionless, post-edge about 1), the normalization that
+    :func:`check_spectrum` expects. ``engine_seconds`` is FDMNES's run time (s).
+
+    Raises :class:`~xasflow.errors.EnvironmentFailure`, recording nothing, when FDMNES cannot
+    be started or failed because of the machine (its log reports a full disk or a missing
+    permission, or the directory cannot be written).
     """
     directory = Path(directory)
     started = time.perf_counter()
@@ -448,42 +424,54 @@ def run_site(cluster: Cluster, params: FdmnesParams, directory: str | Path, titl
         shutil.rmtree(directory)
     write_inputs(cluster, params, directory, title)
     outcome = run(directory, params)
-    reason = ""
     energy = mu = None
-    if outcome.launch_error:
-        reason = outcome.launch_error
-    elif outcome.timed_out:
+    if outcome.timed_out:
         reason = f"FDMNES timed out after {params.time_limit:g} s"
     elif outcome.returncode != 0:
         reason = f"FDMNES failed: exit code {outcome.returncode}"
-    if not reason:
-        spectrum_path = output_path(directory, params.convolution)
-        if not spectrum_path.is_file():
-            reason = f"FDMNES wrote no {spectrum_path.name}{_error_hint(directory)}"
-        else:
-            try:
-                spectrum = read_output(spectrum_path)
-            except ValueError as error:
-                reason = f"unreadable {spectrum_path.name}: {error}"
-            else:
-                try:
-                    energy = spectrum.energy
-                    mu = normalize_post_edge(spectrum.energy, spectrum.mu)
-                    reason = check_spectrum(energy, mu, params.post_edge_tolerance)
-                except ValueError as error:
-                    reason = f"{spectrum_path.name}: {error}"
-    status = "failed" if reason else "ok"
+    else:
+        reason, energy, mu = _read_site_spectrum(directory, params)
     if reason:
+        require_writable(directory, "FDMNES")
         logger.warning("%s: %s (log in %s)", title, reason, outcome.log_path)
     return SpectrumResult(
-        status=status,
+        status="failed" if reason else "ok",
         reason=reason,
         energy=None if reason else energy,
         mu=None if reason else mu,
-        feff_seconds=outcome.seconds,
+        engine_seconds=outcome.seconds,
         wall_seconds=time.perf_counter() - started,
         directory=str(directory),
+        energy_reference=FDMNES_ENERGY_REFERENCE,
     )
+
+
+def _read_site_spectrum(
+    directory: Path, params: FdmnesParams
+) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+    """(reason, energy, normalized mu) of a finished run: reason '' for a good spectrum.
+
+    FDMNES often exits 0 when it could not write; a missing spectrum whose log reports a
+    machine failure raises :class:`~xasflow.errors.EnvironmentFailure`.
+    """
+    spectrum_path = output_path(directory, params.convolution)
+    if not spectrum_path.is_file():
+        evidence = environment_evidence(directory / LOG_FILE)
+        if evidence:
+            raise EnvironmentFailure(
+                f"{directory}: FDMNES wrote no {spectrum_path.name} because of the machine "
+                f"({evidence!r} in {LOG_FILE}); free space or fix permissions there and rerun"
+            )
+        return f"FDMNES wrote no {spectrum_path.name}{_error_hint(directory)}", None, None
+    try:
+        spectrum = read_output(spectrum_path)
+    except ValueError as error:
+        return f"unreadable {spectrum_path.name}: {error}", None, None
+    try:
+        mu = normalize_post_edge(spectrum.energy, spectrum.mu)
+    except ValueError as error:
+        return f"{spectrum_path.name}: {error}", None, None
+    return check_spectrum(spectrum.energy, mu, params.post_edge_tolerance), spectrum.energy, mu
 
 
 def _error_hint(directory: Path) -> str:

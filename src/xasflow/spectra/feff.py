@@ -1,22 +1,27 @@
 """FEFF: input generator -> runner -> parser -> sanity check.
 
 Two runners share one input generator: the embedded FEFF10 of the ``feff10-rs`` wheel, and a
-FEFF executable (a cluster's ``feff`` module, or FEFF 8.5L's module programs) run as a
-subprocess in the site directory with a timeout. ``mode`` selects XANES (full multiple
-scattering) or EXAFS (path expansion); ``dialect`` writes FEFF10/9 cards or FEFF8 ones (FEFF8
-has no COREHOLE/EGRID cards and takes the edge and S02 in HOLE).
+FEFF executable (a cluster's ``feff`` module, or FEFF 8.5L's module programs) run through
+:mod:`xasflow.spectra.runner` in the site directory with a time limit. ``mode`` selects XANES
+(full multiple scattering) or EXAFS (path expansion); ``dialect`` writes FEFF10/9 cards or
+FEFF8 ones (FEFF8 has no COREHOLE/EGRID cards and takes the edge and S02 in HOLE).
 
 Each site runs in its own directory ``{batch_dir}/{frame:03d}_{site:04d}_{El}/`` which keeps
 ``feff.inp``, FEFF's logs (``log*.dat``), ``xmu.dat`` and ``params.json``; FEFF's large binary
 intermediates are deleted once the spectrum is read.
+
+A site whose FEFF run fails for physical reasons (no convergence, a time limit, a spectrum that
+fails its checks) is a result: ``SpectrumResult`` with status "failed" and the reason. A run
+that fails because of the machine (disk full, quota, permissions, a missing program) raises
+:class:`~xasflow.errors.EnvironmentFailure` instead, and is never recorded as a site's result.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +32,14 @@ from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 
 from xasflow import __version__
+from xasflow.errors import EnvironmentFailure, UserError
+from xasflow.spectra.runner import (
+    ProgramLaunch,
+    environment_cause,
+    require_writable,
+    run_program,
+    unwritable_cause,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +49,17 @@ POTENTIAL_FILES = ("pot.bin", "apot.bin")
 EDGE_INDEX = {"K": 1, "L1": 2, "L2": 3, "L3": 4}
 EXCHANGE_MODELS = {"HL": 0, "DH": 2, "PNL": 5}
 CORE_HOLE_CARDS = {"FSR": "COREHOLE FSR", "RPA": "COREHOLE RPA", "none": "COREHOLE NONE"}
+#: ``SpectrumResult.energy_reference`` of absolute photon energies (FEFF's ``omega``).
+ABSOLUTE_ENERGY = "absolute"
+# Intel Fortran run-time errors (the exit code of a crashed FEFF10 stage) that mean FEFF could
+# not use its files: a full disk, a quota or a file-size limit, or no permission.
+FORTRAN_FILE_ERRORS = {9: "permission to access file denied", 38: "error during write"}
+_FEFF10_STAGE_EXIT = re.compile(r"stage '([^']+)' failed \(exit code: (\d+)\)")
+
+
+class SpectraInputError(UserError, ValueError):
+    """A spectrum setting or batch input the user can fix; the message names the value and what
+    is valid. Also a ``ValueError``, for callers written before it existed."""
 
 
 @dataclass(frozen=True)
@@ -63,17 +87,22 @@ class FeffParams:
 
     def __post_init__(self):
         if self.mode not in ("xanes", "exafs"):
-            raise ValueError(f"FEFF mode '{self.mode}' is not known; use 'xanes' or 'exafs'")
+            raise SpectraInputError(f"spectra.mode is '{self.mode}'; use 'xanes' or 'exafs'")
         if self.dialect not in ("feff10", "feff8"):
-            raise ValueError(f"FEFF dialect '{self.dialect}' is not known; use 'feff10' or 'feff8'")
+            raise SpectraInputError(f"spectra.feff_dialect is '{self.dialect}'; use 'feff10' or 'feff8'")
         if self.edge not in EDGE_INDEX:
-            raise ValueError(f"edge '{self.edge}' is not known; use one of {sorted(EDGE_INDEX)}")
+            raise SpectraInputError(f"spectra.edge is '{self.edge}'; use one of {sorted(EDGE_INDEX)}")
         if self.exchange not in EXCHANGE_MODELS:
-            raise ValueError(f"exchange '{self.exchange}' is not known; use one of {sorted(EXCHANGE_MODELS)}")
+            raise SpectraInputError(
+                f"spectra.exchange is '{self.exchange}'; use one of {sorted(EXCHANGE_MODELS)}"
+            )
         if self.scf_sharing not in ("system", "site"):
-            raise ValueError(f"scf_sharing '{self.scf_sharing}' is not known; use 'system' or 'site'")
+            raise SpectraInputError(f"spectra.scf_sharing is '{self.scf_sharing}'; use 'system' or 'site'")
         if self.dialect == "feff8" and self.mode == "xanes":
-            raise ValueError("FEFF 8.5L (dialect feff8) has no full multiple scattering: use mode 'exafs'")
+            raise SpectraInputError(
+                "FEFF 8.5L (spectra.feff_dialect feff8) has no full multiple scattering: "
+                "set spectra.mode to 'exafs'"
+            )
 
     @classmethod
     def from_config(cls, spectra: dict) -> FeffParams:
@@ -155,15 +184,28 @@ def feff_input(cluster: Cluster, params: FeffParams, title: str) -> str:
 
 @dataclass(frozen=True)
 class SpectrumResult:
-    """Outcome of one site: ``status`` is 'ok' or 'failed' (then ``reason`` says why)."""
+    """Outcome of one site: ``status`` is 'ok' or 'failed' (then ``reason`` says why).
+
+    ``energy`` (n,) in eV on the axis ``energy_reference`` names: "absolute" (photon energy,
+    FEFF's ``omega``) or "relative:<zero>" (eV above the named zero, e.g. FDMNES's own edge).
+    ``mu`` (n,) is dimensionless, normalized to about 1 above the edge. Both are None for a
+    failed site. ``engine_seconds`` is the time the spectrum code itself ran (s; 0 for a result
+    from the cache), ``wall_seconds`` the whole site including input, checks and copies (s).
+    """
 
     status: str
     reason: str
-    energy: np.ndarray | None  # absolute photon energy, eV
+    energy: np.ndarray | None
     mu: np.ndarray | None
-    feff_seconds: float
+    engine_seconds: float
     wall_seconds: float
     directory: str
+    energy_reference: str = ABSOLUTE_ENERGY
+
+    @property
+    def feff_seconds(self) -> float:
+        """Deprecated name of :attr:`engine_seconds` (it also held FDMNES's time)."""
+        return self.engine_seconds
 
 
 def read_xmu(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -244,7 +286,11 @@ def _finish(
     engine_seconds: float,
     started: float,
 ) -> SpectrumResult:
-    """Read and check ``xmu.dat`` unless the run already failed; prune; build the result."""
+    """Read and check ``xmu.dat`` unless the run already failed; prune; build the result.
+
+    Before a failure is recorded, the directory must still take a small file: a FEFF that
+    could not write its output failed for the machine's reasons (:class:`EnvironmentFailure`).
+    """
     energy = mu = None
     xmu_path = directory / "xmu.dat"
     if not reason:
@@ -258,6 +304,8 @@ def _finish(
                 )
             except ValueError as error:
                 reason = f"unreadable xmu.dat: {error}"
+    if reason:
+        require_writable(directory, "FEFF")  # before pruning frees what FEFF filled the disk with
     _prune(directory)
     if reason:
         logger.warning("%s: %s (logs in %s)", title, reason, directory)
@@ -266,9 +314,10 @@ def _finish(
         reason=reason,
         energy=None if reason else energy,
         mu=None if reason else mu,
-        feff_seconds=engine_seconds,
+        engine_seconds=engine_seconds,
         wall_seconds=time.perf_counter() - started,
         directory=str(directory),
+        energy_reference=ABSOLUTE_ENERGY,
     )
 
 
@@ -279,7 +328,10 @@ def run_site(
     title: str,
     potential_dir: str | Path | None = None,
 ) -> SpectrumResult:
-    """Run the embedded FEFF10 for one cluster in ``directory``; never raises for a FEFF failure.
+    """Run the embedded FEFF10 for one cluster in ``directory``; a FEFF failure is a failed result.
+
+    Raises :class:`EnvironmentFailure` (and records nothing) when FEFF10 failed because the
+    directory could not be written (disk full, quota, file-size limit, permissions).
 
     With ``potential_dir`` (a folder written by :func:`compute_potential`) the SCF potential is
     read from there and FEFF's POT stage is skipped: the later stages (cross-section, FMS) use
@@ -308,6 +360,7 @@ def run_site(
         result = feff10.FeffPipeline(config).run()
         feff_seconds = float(result.total_duration_secs)
     except (feff10.FeffError, OSError, TimeoutError) as error:  # recorded per site, never raised
+        _raise_if_machine_failed(error, directory)
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         reason = f"FEFF10 failed: {type(error).__name__}: {message}"
     return _finish(cluster, params, directory, title, reason, feff_seconds, started)
@@ -321,7 +374,8 @@ def compute_potential(cluster: Cluster, params: FeffParams, directory: str | Pat
     """Run FEFF10 up to its POT stage (SCF potential) for ``cluster`` in ``directory``.
 
     Keeps ``feff.inp``, ``params.json``, the logs and :data:`POTENTIAL_FILES`; returns FEFF's
-    seconds. Raises :class:`PotentialError` naming the folder when FEFF fails.
+    seconds. Raises :class:`PotentialError` naming the folder when FEFF fails, and
+    :class:`EnvironmentFailure` when it failed because the folder could not be written.
     """
     import feff10
 
@@ -336,6 +390,7 @@ def compute_potential(cluster: Cluster, params: FeffParams, directory: str | Pat
         )
         result = feff10.FeffPipeline(config).run()
     except (feff10.FeffError, OSError, TimeoutError) as error:
+        _raise_if_machine_failed(error, directory)
         raise PotentialError(
             f"{directory}: FEFF10 SCF potential failed: {type(error).__name__}: {error}"
         ) from error
@@ -352,25 +407,47 @@ def compute_potential(cluster: Cluster, params: FeffParams, directory: str | Pat
 def run_site_executable(
     cluster: Cluster, params: FeffParams, command: tuple[str, ...], directory: str | Path, title: str
 ) -> SpectrumResult:
-    """Run a FEFF executable (``command``, e.g. ``("feff",)`` or FEFF8L's module script) with
-    ``cwd=directory`` and a timeout of ``params.time_limit`` seconds; output goes to feff.log."""
+    """Run a FEFF executable (``command``, e.g. ``("feff",)`` or FEFF8L's module script) in
+    ``directory`` with a time limit of ``params.time_limit`` seconds; output goes to feff.log.
+
+    The program runs in its own process group, stopped as a whole at the time limit (see
+    :func:`xasflow.spectra.runner.run_program`). A missing program raises
+    :class:`EnvironmentFailure`; a failing or timed-out one is a failed result.
+    """
     directory = Path(directory)
     started = time.perf_counter()
     write_inputs(cluster, params, directory, title, {"engine": "feff-executable", "command": list(command)})
+    run = run_program(ProgramLaunch(tuple(command), "FEFF"), directory, params.time_limit, "feff.log")
     reason = ""
-    with open(directory / "feff.log", "w") as log:
-        try:
-            completed = subprocess.run(
-                list(command), cwd=directory, stdout=log, stderr=subprocess.STDOUT, timeout=params.time_limit
-            )
-            if completed.returncode != 0:
-                reason = f"FEFF executable failed: exit code {completed.returncode}"
-        except FileNotFoundError as error:
-            reason = f"FEFF executable not found: {error.filename or command[0]}"
-        except subprocess.TimeoutExpired:
-            reason = f"FEFF executable timed out after {params.time_limit:g} s"
-    engine_seconds = time.perf_counter() - started
-    return _finish(cluster, params, directory, title, reason, engine_seconds, started)
+    if run.timed_out:
+        reason = f"FEFF executable timed out after {params.time_limit:g} s"
+    elif run.returncode != 0:
+        reason = f"FEFF executable failed: exit code {run.returncode}"
+    return _finish(cluster, params, directory, title, reason, run.seconds, started)
+
+
+def _raise_if_machine_failed(error: BaseException, directory: Path) -> None:
+    """Raise :class:`EnvironmentFailure` if a FEFF10 error comes from the machine: an OS error
+    such as ENOSPC (Rust reports "(os error 28)"), or a stage that crashed with a Fortran
+    file error (exit code 38, "error during write", is what a full disk gives)."""
+    cause = environment_cause(error)
+    if not cause:
+        stage = _FEFF10_STAGE_EXIT.search(str(error))
+        if stage is None or int(stage[2]) not in FORTRAN_FILE_ERRORS:
+            return
+        cause = (
+            f"stage '{stage[1]}' stopped with Fortran run-time error {stage[2]}, "
+            f"{FORTRAN_FILE_ERRORS[int(stage[2])]}"
+        )
+    probed = unwritable_cause(directory)  # the errno behind a Fortran error, if still there
+    if probed and probed not in cause:
+        cause = f"{cause}; the directory reports: {probed}"
+    if directory.is_dir():
+        _prune(directory)  # FEFF's partial intermediates may be what fills the disk
+    raise EnvironmentFailure(
+        f"{directory}: FEFF10 could not write its files ({cause}); "
+        "free space or fix permissions there and rerun"
+    ) from error
 
 
 def _prune(directory: Path) -> None:
