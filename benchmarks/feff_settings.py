@@ -64,7 +64,7 @@ def main() -> None:
             for entry in json.loads((out_dir / "fidelity.json").read_text())["references"]
         }
         for result in results:
-            seconds = record[result.name]["feff_seconds"] / max(record[result.name]["n_sites"], 1)
+            seconds = record[result.name]["engine_seconds"] / max(record[result.name]["n_sites"], 1)
             print(
                 f"{setting:13s} {result.name:10s} {seconds:10.1f} {result.raw.pearson_r:7.4f} "
                 f"{result.calibrated.pearson_r:7.4f} {result.calibrated.rmse:8.4f}",

@@ -34,7 +34,7 @@ def main(n_sites: int = 6) -> None:
             manifest, snapshots, 0, Feff10Engine(params), root / "batch", SpectrumCache(root / "cache"), 6.0
         )
         wall = time.perf_counter() - started
-        feff = sum(float(row["feff_seconds"]) for row in read_batch(root / "batch"))
+        feff = sum(float(row["engine_seconds"]) for row in read_batch(root / "batch"))
     print(f"spectra: {counts['succeeded']} ok of {counts['requested']}")
     print(f"wall time through xasflow: {wall:.2f} s; FEFF10 stage times summed: {feff:.2f} s")
     print(f"overhead ratio (goal <= 1.10): {wall / feff:.3f}")

@@ -86,11 +86,11 @@ def main() -> None:
             (mu_own, e0_own), (mu_shared, e0_shared) = normalized(own), normalized(shared)
             rmse = float(np.sqrt(np.mean((mu_own - mu_shared) ** 2)))
             errors.append(rmse)
-            own_seconds.append(own.feff_seconds)
-            shared_seconds.append(shared.feff_seconds)
+            own_seconds.append(own.engine_seconds)
+            shared_seconds.append(shared.engine_seconds)
             print(
                 f"{index:5d} {cn[index]:3d} {rmse:8.4f} {e0_shared - e0_own:+7.2f} "
-                f"{own.feff_seconds:6.1f} {shared.feff_seconds:8.1f}"
+                f"{own.engine_seconds:6.1f} {shared.engine_seconds:8.1f}"
             )
     print(f"mean RMSE of normalized mu, shared vs own SCF: {np.mean(errors):.4f} (max {np.max(errors):.4f})")
     ratio = np.mean(own_seconds) / np.mean(shared_seconds)

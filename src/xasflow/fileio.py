@@ -79,15 +79,22 @@ def staged_directory(target: str | Path, replace: bool = True) -> Iterator[Path]
     With ``replace`` an existing ``target`` is swapped out only after the new folder is complete
     (the old one is renamed aside, the new one renamed in, then the old one removed), so a
     failure at any point before publication leaves the previous ``target`` as it was. Without
-    ``replace`` an existing ``target`` wins (content-addressed stores: the same key means the
-    same content) and the staging folder is discarded. Staging folders are removed on failure.
+    ``replace`` an existing ``target`` wins, also when a concurrent writer publishes first
+    (content-addressed stores: the same key means the same content), and the staging folder is
+    discarded. Staging folders are removed on failure.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; the published folder is not
     try:
         yield staging
-        if target.exists() and not replace:
+        if not replace:
+            try:
+                os.replace(staging, target)
+            except OSError:
+                if not target.is_dir():  # not a concurrent writer that published first
+                    raise
             return
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.retired.", dir=target.parent))

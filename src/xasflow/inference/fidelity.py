@@ -33,7 +33,7 @@ TABLE_COLUMNS = (
     "element",
     "edge",
     "n_sites",
-    "feff_seconds",
+    "engine_seconds",
     "energy_offset_eV",
     "pearson_raw",
     "spearman_raw",
@@ -143,8 +143,8 @@ def _assess(
         "temperature_K": spec.temperature,
         "n_sites": simulated.n_sites,
         "failed_sites": simulated.failed,
-        "feff_seconds": simulated.feff_seconds,
-        "table_row": _table_row(fidelity, spec.element, edge, simulated.n_sites, simulated.feff_seconds),
+        "engine_seconds": simulated.engine_seconds,
+        "table_row": _table_row(fidelity, spec.element, edge, simulated.n_sites, simulated.engine_seconds),
     }
     return fidelity, record
 
@@ -193,7 +193,7 @@ def _table_row(fidelity: ReferenceFidelity, element: str, edge: str, n_sites: in
         "element": element,
         "edge": edge,
         "n_sites": n_sites,
-        "feff_seconds": f"{seconds:.1f}",
+        "engine_seconds": f"{seconds:.1f}",
         "energy_offset_eV": _offset_text(fidelity.energy_offset),
         "pearson_raw": f"{fidelity.raw.pearson_r:.4f}",
         "spearman_raw": f"{fidelity.raw.spearman_r:.4f}",

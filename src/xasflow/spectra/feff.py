@@ -202,11 +202,6 @@ class SpectrumResult:
     directory: str
     energy_reference: str = ABSOLUTE_ENERGY
 
-    @property
-    def feff_seconds(self) -> float:
-        """Deprecated name of :attr:`engine_seconds` (it also held FDMNES's time)."""
-        return self.engine_seconds
-
 
 def read_xmu(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(omega, e relative to edge, mu) from a FEFF ``xmu.dat`` (eV, eV, normalized)."""

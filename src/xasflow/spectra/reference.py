@@ -95,7 +95,7 @@ def reference_structure(spec: ReferenceSpec) -> Atoms:
 class ReferenceSpectrum:
     """A reference's simulated spectrum: ``energy`` (n,) absolute eV and ``mu`` (n,), the
     multiplicity-weighted mean of ``n_sites`` inequivalent absorbers standing for ``n_atoms``;
-    ``feff_seconds`` is the engine time spent (0 for cached sites)."""
+    ``engine_seconds`` is the engine time spent (0 for cached sites)."""
 
     name: str
     energy: np.ndarray
@@ -103,7 +103,7 @@ class ReferenceSpectrum:
     n_sites: int
     n_atoms: int
     failed: int
-    feff_seconds: float
+    engine_seconds: float
 
 
 def compute_reference(
@@ -150,7 +150,7 @@ def compute_reference(
             engine, cache, cut_cluster(atoms, site.index, cluster_radius), directory, title
         )
         result = outcome.result
-        seconds += result.feff_seconds
+        seconds += result.engine_seconds
         rows.append(
             {
                 "site": site.index,
