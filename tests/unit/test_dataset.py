@@ -138,17 +138,8 @@ def _write_batch(folder, sites, failed=()):
     return folder
 
 
-def _study(tmp_path, n_sites=5, failed=(), **dataset):
-    """Arguments of ``assemble`` for one system of ``n_sites`` sites in one batch."""
-    import json
-
-    from xasflow.structures.sampling import SiteChoice, write_manifest
-
-    sites = [SiteChoice("np", 0, site, "Cu", 12 - site, int(site > 2), 0) for site in range(n_sites)]
-    inputs = tmp_path / f"inputs_{len(failed)}_{n_sites}"
-    manifest = write_manifest(sites, inputs / "sites.csv")
-    batch = _write_batch(inputs / "batch_000", sites, failed)
-    n_r, n_atoms = 8, n_sites
+def _write_labels(path, n_atoms, n_r):
+    """A labels.npz of a one-element (Cu) system of ``n_atoms`` atoms in one frame."""
     labels = {
         "species": np.array(["Cu"]),
         "r": np.linspace(1.5, 6.0, n_r),
@@ -167,7 +158,23 @@ def _study(tmp_path, n_sites=5, failed=(), **dataset):
         "grain_boundary": np.zeros(n_atoms, int),
         "structure_type": np.full(n_atoms, -1),
     }
-    np.savez_compressed(inputs / "labels.npz", **labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **labels)
+    return path
+
+
+def _study(tmp_path, n_sites=5, failed=(), **dataset):
+    """Arguments of ``assemble`` for one system of ``n_sites`` sites in one batch."""
+    import json
+
+    from xasflow.structures.sampling import SiteChoice, write_manifest
+
+    sites = [SiteChoice("np", 0, site, "Cu", 12 - site, int(site > 2), 0) for site in range(n_sites)]
+    inputs = tmp_path / f"inputs_{len(failed)}_{n_sites}"
+    manifest = write_manifest(sites, inputs / "sites.csv")
+    batch = _write_batch(inputs / "batch_000", sites, failed)
+    n_r = 8
+    _write_labels(inputs / "labels.npz", n_sites, n_r)
     (inputs / "md.json").write_text(json.dumps({"potential_sha256": "0"}))
     config = {
         "study": "test",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 
 import numpy as np
@@ -358,3 +359,110 @@ def test_training_logs_one_line_per_epoch(checkpoint_path, tmp_path, caplog):
     assert len(epochs) == 2
     assert epochs[0].startswith("mlp: epoch 1/2, train loss ") and "val loss " in epochs[0]
     assert epochs[1].endswith("about 0 s left")
+
+
+# --- the dataset rule under Snakemake -------------------------------------------------------------
+
+SMALL_STUDY = """
+study: integrity
+absorber: Cu
+labels: {n_r: 8}
+systems:
+  bulk_a:
+    {kind: bulk, element: Cu, supercell: [2, 2, 2], temperature: 300, n_sites: 2,
+     potential: {style: eam, file: Cu_u3.eam}}
+  np_b:
+    {kind: nanoparticle, element: Cu, shape: cuboctahedron, shells: 2, temperature: 300, n_sites: 2,
+     potential: {style: eam, file: Cu_u3.eam}}
+sampling: {seed: 7, strategy: uniform}
+spectra: {batch_size: 2}
+dataset: {energy_min: -12.0, energy_max: 45.0, energy_step: 1.5}
+training: {models: {mlp: {architecture: mlp}}}
+inference: {spectra: []}
+"""
+
+
+def _results_tree(workdir):
+    """Every file the dataset rule and the rules before it write, made without MD or FEFF,
+    older files first (so that Snakemake sees nothing to redo upstream)."""
+    import os
+
+    from test_dataset import _write_batch, _write_labels
+
+    from xasflow.structures.sampling import SiteChoice, write_manifest
+
+    results = workdir / "results"
+    made = []
+    for system in ("bulk_a", "np_b"):
+        structures = results / "structures" / system
+        structures.mkdir(parents=True)
+        for name in ("snapshots.extxyz", "initial.extxyz"):
+            (structures / name).write_text("")
+        (structures / "md.json").write_text(json.dumps({"potential_sha256": "0"}))
+        made += [structures / "snapshots.extxyz", structures / "initial.extxyz", structures / "md.json"]
+        made.append(_write_labels(structures / "labels.npz", 2, 8))
+        (structures / "labels.json").write_text("{}")
+        made.append(structures / "labels.json")
+        sites = [SiteChoice(system, 0, site, "Cu", 12, 0, 0) for site in range(2)]
+        made.append(write_manifest(sites, results / "sites" / f"{system}.csv"))
+        batch = _write_batch(results / "spectra" / system / "batch_000", sites)
+        made += [batch / "results.csv", batch / "spectra.npz"]
+    for age, path in enumerate(made):
+        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+    return results
+
+
+def _snakemake(workdir, *arguments):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    binaries = Path(sys.executable).parent
+    environment = {
+        **os.environ,
+        "PATH": f"{binaries}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(root / "src"),
+    }
+    command = [
+        str(binaries / "snakemake"),
+        "--snakefile",
+        str(root / "Snakefile"),
+        "--directory",
+        str(workdir),
+    ]
+    command += ["--configfile", str(workdir / "study.yaml"), "--cores", "1", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_failed_rebuild_under_snakemake_keeps_the_last_good_store(tmp_path):
+    (tmp_path / "study.yaml").write_text(SMALL_STUDY)
+    results = _results_tree(tmp_path)
+    store = results / "dataset" / "spectra.zarr"
+    target = "dataset"  # the rule: its outputs differ between versions
+    first = _snakemake(tmp_path, target)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {path.relative_to(store): path.read_bytes() for path in store.rglob("*") if path.is_file()}
+    assert open_dataset(store).sizes["spectrum"] == 4
+
+    # a damaged spectra.npz is a declared input: its change alone reruns the dataset job
+    spectra = results / "spectra" / "np_b" / "batch_000" / "spectra.npz"
+    data = bytearray(spectra.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    spectra.write_bytes(bytes(data))
+    planned = _snakemake(tmp_path, target, "-n")
+    assert planned.returncode == 0 and re.search(r"^dataset\s+1$", planned.stdout, re.M), planned.stdout[
+        -2000:
+    ]
+
+    failed = _snakemake(tmp_path, target)
+    assert failed.returncode != 0
+    log = (results / "logs" / "dataset.log").read_text()
+    assert "np_b/batch_000: results.csv or spectra.npz is missing or damaged" in log
+    # Snakemake removed the declared outputs of the failed job; the store it never declared is intact
+    assert not (results / "dataset" / "spectra.zarr.json").exists()
+    after = {path.relative_to(store): path.read_bytes() for path in store.rglob("*") if path.is_file()}
+    assert after == before
+    assert open_dataset(store).sizes["spectrum"] == 4
