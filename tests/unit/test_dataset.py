@@ -306,3 +306,23 @@ def test_assemble_removes_what_an_interrupted_write_left(tmp_path):
         "spectra.zarr.json",
         "summary.json",
     ]
+
+
+def test_a_store_retired_by_a_killed_write_is_restored_not_removed(tmp_path):
+    """A kill between the two renames of a store swap leaves only the retired (last good) copy."""
+    import os
+
+    from xasflow.dataset.assemble import assemble
+
+    good = _study(tmp_path)
+    assemble(**good)
+    before = _files(good["out_path"])
+    retired = good["out_path"].parent / ".spectra.zarr.retired.k1ll3d"
+    retired.mkdir()
+    os.replace(good["out_path"], retired / "spectra.zarr")
+    spectra = good["batch_dirs"][0] / "spectra.npz"  # and this rebuild stops on a damaged batch
+    spectra.write_bytes(spectra.read_bytes()[:-40])
+    with pytest.raises(Exception, match="not a zip file"):
+        assemble(**good)
+    assert _files(good["out_path"]) == before
+    assert not retired.exists()
