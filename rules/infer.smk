@@ -1,6 +1,6 @@
 rule pseudo_experiment:
     input:
-        dataset=f"{RESULTS}/dataset/spectra.zarr",
+        dataset=DATASET_MANIFEST,  # the store's manifest: see rules/dataset.smk
         calibration=get_calibration(),
     output:
         spectrum=f"{RESULTS}/inference/pseudo/{{system}}.dat",
@@ -8,6 +8,7 @@ rule pseudo_experiment:
     log:
         f"{RESULTS}/logs/pseudo/{{system}}.log",
     params:
+        dataset=dataset_store,
         config_json=pseudo_config_json,
         calibration=calibration_argument,
     threads: 1
@@ -17,7 +18,7 @@ rule pseudo_experiment:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow pseudo-experiment --config-json {params.config_json:q} --dataset {input.dataset} "
+        "xasflow pseudo-experiment --config-json {params.config_json:q} --dataset {params.dataset} "
         "--spectrum {output.spectrum} --truth {output.truth} {params.calibration} > {log} 2>&1"
 
 
@@ -28,6 +29,7 @@ rule predict:
         truths=get_truths(),
     output:
         predictions=f"{RESULTS}/inference/predictions.csv",
+        # written by `xasflow predict` beside --out as <stem>_rdf.csv (inference.run.rdf_table_path)
         rdf=f"{RESULTS}/inference/predictions_rdf.csv",
     log:
         f"{RESULTS}/logs/predict.log",

@@ -1,6 +1,6 @@
 rule train:
     input:
-        dataset=f"{RESULTS}/dataset/spectra.zarr",
+        dataset=DATASET_MANIFEST,  # the store's manifest: see rules/dataset.smk
         calibration=get_calibration(),
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/model.ckpt",
@@ -10,6 +10,7 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
     params:
+        dataset=dataset_store,
         config_json=train_config_json,
         out_dir=output_dir,
         calibration=calibration_argument,
@@ -21,4 +22,4 @@ rule train:
         "../envs/xasflow.yaml"
     shell:
         "OMP_NUM_THREADS={threads} xasflow train --config-json {params.config_json:q} --model {wildcards.model} "
-        "--dataset {input.dataset} --out-dir {params.out_dir} {params.calibration} > {log} 2>&1"
+        "--dataset {params.dataset} --out-dir {params.out_dir} {params.calibration} > {log} 2>&1"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from xasflow.dataset.schema import build_dataset, write_dataset
+from xasflow.dataset.schema import DatasetSchemaError, build_dataset, write_dataset
+from xasflow.errors import UserError
 from xasflow.inference.predict import load_predictor
 from xasflow.models import (
     SpectrumCNN,
@@ -167,7 +168,7 @@ def test_from_dict_converts_lists_and_numbers():
 
 
 def test_from_dict_unknown_key_raises():
-    with pytest.raises(ValueError, match="'learnig_rate'"):
+    with pytest.raises(UserError, match="'learnig_rate'"):
         TrainParams.from_dict({"learnig_rate": 0.01})
 
 
@@ -184,7 +185,7 @@ def test_from_dict_unknown_key_raises():
     ],
 )
 def test_invalid_params_raise(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         TrainParams(**overrides)
 
 
@@ -202,7 +203,7 @@ def test_automatic_split_is_deterministic_and_disjoint():
 
 
 def test_no_system_left_for_training_raises():
-    with pytest.raises(ValueError, match="no system is left for training"):
+    with pytest.raises(UserError, match="no system is left for training"):
         TrainParams(val_systems=("a",), test_systems=("b",)).resolve_splits(["a", "b"])
 
 
@@ -229,12 +230,17 @@ def test_datamodule_splits_by_system(dataset_path):
 
 
 def test_datamodule_does_not_open_data_in_init(tmp_path):
-    SpectrumDataModule(tmp_path / "missing.zarr", _params())  # no error until setup()
+    datamodule = SpectrumDataModule(tmp_path / "missing.zarr", _params())  # no error until setup()
+    assert datamodule.split is None and datamodule.energy is None and datamodule.normalization is None
+    with pytest.raises(RuntimeError, match=r"setup\(\) must run before arrays"):
+        datamodule.arrays("train")
+    with pytest.raises(DatasetSchemaError, match="missing.zarr: dataset does not exist"):
+        datamodule.setup("fit")
 
 
 def test_unknown_system_raises(dataset_path):
     datamodule = SpectrumDataModule(dataset_path, _params(test_systems=("np_tiny_900K",)))
-    with pytest.raises(ValueError, match=r"'np_tiny_900K'.*available systems: amorphous_600K, bulk_fcc_300K"):
+    with pytest.raises(UserError, match=r"'np_tiny_900K'.*available systems: amorphous_600K, bulk_fcc_300K"):
         datamodule.setup("fit")
 
 
@@ -320,11 +326,11 @@ def test_predictor_rejects_wrong_energy_length(trained):
 
 
 def test_load_predictor_missing_or_corrupt_file(tmp_path):
-    with pytest.raises(ValueError, match="absent.ckpt"):
+    with pytest.raises(UserError, match="absent.ckpt"):
         load_predictor(tmp_path / "absent.ckpt")
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="corrupt.ckpt"):
+    with pytest.raises(UserError, match="corrupt.ckpt"):
         load_predictor(corrupt)
 
 
@@ -344,5 +350,5 @@ def test_a_model_window_cuts_the_grid_after_calibration_and_augmentation(dataset
     np.testing.assert_allclose(windowed.arrays("test").mu, whole.arrays("test").mu[:, inside])
     batch = next(iter(windowed.train_dataloader()))
     assert batch["mu"].shape[1] == inside.sum()
-    with pytest.raises(ValueError, match="energy_min"):
+    with pytest.raises(UserError, match="energy_min"):
         _params(energy_min=20.0, energy_max=-10.0)

@@ -34,13 +34,24 @@ Optional variables (checked when present; written by ``assemble``):
 
 ``validate`` is called by the writer before writing and by every reader after opening, so a
 store produced by another version or edited by hand fails early with a clear message.
+
+Integrity
+---------
+The writer records a SHA-256 checksum of every variable's values (coords included) and of the
+dataset attributes in the attribute ``checksums`` (a JSON object), and writes every chunk file
+(empty ones too). ``open_dataset`` refuses a store with a missing chunk file or a value that no
+longer matches its checksum, naming the store and the variable: a flipped bit on disk is an
+error, never a silently different dataset. Beside the store ``write_dataset`` publishes a small
+manifest ``<store>.json`` (see :func:`manifest_path`) holding the same checksums: the workflow
+declares it, not the store, as the dataset rule's output, so that Snakemake never deletes the
+last good store when a rebuild fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
-import tempfile
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +60,15 @@ import numpy as np
 import xarray as xr
 
 from xasflow.errors import UserError
+from xasflow.fileio import atomic_write_text, staged_directory
 
-SCHEMA_VERSION = 2
+logger = logging.getLogger(__name__)
+
+# 3: checksums of every variable and of the attributes; every chunk file written
+SCHEMA_VERSION = 3
+
+CHECKSUMS_ATTR = "checksums"
+MANIFEST_SUFFIX = ".json"
 
 
 @dataclass(frozen=True)
@@ -219,34 +237,155 @@ def build_dataset(
     return validate(dataset)
 
 
-def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Validate and write ``dataset`` to a zarr store at ``path``.
+def manifest_path(store: str | Path) -> Path:
+    """The manifest published beside the zarr store ``store``: ``<store>.json``."""
+    store = Path(store)
+    return store.with_name(store.name + MANIFEST_SUFFIX)
 
-    The store is written beside ``path`` and moved in place only when complete, so a failed
-    write never leaves a half-written dataset under the final name (an older store at ``path``
-    is removed just before the move).
+
+def _canonical_bytes(values: np.ndarray) -> bytes:
+    """Values as bytes that do not depend on how zarr hands them back (string dtype, byte order)."""
+    values = np.asarray(values)
+    shape = ",".join(str(size) for size in values.shape)
+    if values.dtype.kind in ("U", "O", "T", "S"):
+        text = json.dumps([str(value) for value in values.ravel().tolist()], ensure_ascii=False)
+        return f"str[{shape}]".encode() + text.encode("utf-8")
+    little_endian = values.dtype.newbyteorder("<")
+    header = f"{little_endian.str}[{shape}]".encode()
+    return header + np.ascontiguousarray(values, dtype=little_endian).tobytes()
+
+
+def _variable_checksum(variable: xr.Variable) -> str:
+    """SHA-256 of a variable's dims, attributes (units, description) and values."""
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps([list(map(str, variable.dims)), variable.attrs], sort_keys=True, default=str).encode()
+    )
+    digest.update(_canonical_bytes(variable.values))
+    return digest.hexdigest()
+
+
+def _attributes_checksum(attrs: dict) -> str:
+    recorded = {key: value for key, value in attrs.items() if key != CHECKSUMS_ATTR}
+    text = json.dumps(recorded, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dataset_checksums(dataset: xr.Dataset) -> dict[str, object]:
+    """SHA-256 (hex) of each variable (coords included: dims, attributes and values) and of the
+    dataset attributes without ``checksums`` itself:
+    ``{"algorithm": "sha256", "variables": {name: hex}, "attributes": hex}``."""
+    return {
+        "algorithm": "sha256",
+        "variables": {
+            str(name): _variable_checksum(variable) for name, variable in dataset.variables.items()
+        },
+        "attributes": _attributes_checksum(dict(dataset.attrs)),
+    }
+
+
+def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
+    """Validate ``dataset``, write it to the zarr store ``path`` and its manifest beside it.
+
+    The store is written into a staging folder and swapped in only when complete
+    (:func:`xasflow.fileio.staged_directory`): a failed write leaves the previous store at
+    ``path`` as it was. The manifest (:func:`manifest_path`) is written last, so its presence
+    means the store beside it is complete. Returns ``path``.
     """
     path = Path(path)
     validate(dataset, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
-    store = staging / path.name
     # zarr v3 has no fixed-width string type: store strings as variable-length
     encoded = dataset.copy()
     for name in ("system", "absorber", "element"):
         if name not in encoded.variables:
             continue
         encoded[name] = encoded[name].astype(str).astype(object)
-    encoded.to_zarr(store, mode="w", consolidated=False, zarr_format=3)
-    if path.exists():
-        shutil.rmtree(path)
-    store.rename(path)
-    staging.rmdir()
+    checksums = dataset_checksums(encoded)
+    encoded.attrs[CHECKSUMS_ATTR] = json.dumps(checksums, sort_keys=True)
+    with staged_directory(path, replace=True) as staging:
+        # every chunk on disk, even an all-fill one: a chunk file that is missing means damage
+        encoded.to_zarr(staging, mode="w", consolidated=False, zarr_format=3, write_empty_chunks=True)
+    manifest = {
+        "store": path.name,
+        "schema_version": SCHEMA_VERSION,
+        "config_hash": str(dataset.attrs.get("config_hash", "")),
+        "n_spectrum": int(dataset.sizes["spectrum"]),
+        CHECKSUMS_ATTR: checksums,
+    }
+    atomic_write_text(manifest_path(path), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 
 
+def _missing_chunks(path: Path) -> str | None:
+    """'variable (n of m chunk files missing)' for the first array whose chunks are not all on disk."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    for name, array in sorted(group.arrays()):
+        stored = array.nchunks_initialized
+        if stored < array.nchunks:
+            return f"variable '{name}' has {array.nchunks - stored} of {array.nchunks} chunk files missing"
+    return None
+
+
+def _load_variables(lazy: xr.Dataset, path: Path) -> xr.Dataset:
+    """Load every variable into memory, naming the one whose chunks cannot be decoded."""
+    for name in sorted(lazy.variables):
+        try:
+            lazy[name].load()
+        except Exception as error:  # zarr/numcodecs raise many types for a damaged chunk
+            raise DatasetSchemaError(
+                f"{path}: variable '{name}' cannot be decoded, a chunk is damaged "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                "rebuild the dataset"
+            ) from error
+    return lazy.load()
+
+
+def verify_checksums(dataset: xr.Dataset, source: str | Path) -> xr.Dataset:
+    """Check ``dataset`` (as read from ``source``) against the checksums recorded on write.
+
+    Raises ``DatasetSchemaError`` naming ``source`` and the first variable that differs.
+    """
+    if int(dataset.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+        raise DatasetSchemaError(
+            f"{source}: schema_version {dataset.attrs.get('schema_version')}, expected {SCHEMA_VERSION} "
+            "(rebuild the dataset with this xasflow version)"
+        )
+    try:
+        recorded = json.loads(dataset.attrs[CHECKSUMS_ATTR])
+        expected_variables = dict(recorded["variables"])
+        expected_attributes = str(recorded["attributes"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DatasetSchemaError(
+            f"{source}: attribute '{CHECKSUMS_ATTR}' is missing or unreadable ({error!r}); the store is "
+            "damaged or was not written by write_dataset"
+        ) from error
+    actual = dataset_checksums(dataset)
+    for name in sorted(set(expected_variables) | set(actual["variables"])):
+        if name not in actual["variables"]:
+            raise DatasetSchemaError(f"{source}: variable '{name}' is missing (it was written)")
+        if name not in expected_variables:
+            raise DatasetSchemaError(f"{source}: variable '{name}' was not written by write_dataset")
+        if actual["variables"][name] != expected_variables[name]:
+            raise DatasetSchemaError(
+                f"{source}: variable '{name}' does not match the checksum recorded when it was written "
+                "(the store is damaged); rebuild the dataset"
+            )
+    if actual["attributes"] != expected_attributes:
+        raise DatasetSchemaError(
+            f"{source}: the dataset attributes do not match the checksum recorded when they were written "
+            "(the store is damaged); rebuild the dataset"
+        )
+    return dataset
+
+
 def open_dataset(path: str | Path) -> xr.Dataset:
-    """Open a zarr store written by ``write_dataset``, load it into memory and validate it."""
+    """Open a zarr store written by ``write_dataset``, load it into memory, verify and validate it.
+
+    Raises ``DatasetSchemaError`` naming ``path`` (and the variable) if the store is missing,
+    has a missing or undecodable chunk, differs from its recorded checksums, or breaks the schema.
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetSchemaError(f"{path}: dataset does not exist")
@@ -254,7 +393,12 @@ def open_dataset(path: str | Path) -> xr.Dataset:
         with warnings.catch_warnings():
             # Snakemake marks directory() outputs with a .snakemake_timestamp file inside the store
             warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-            dataset = xr.open_zarr(path, consolidated=False).load()
+            lazy = xr.open_zarr(path, consolidated=False)
+            missing = _missing_chunks(path)
     except Exception as error:  # zarr raises many types for a damaged store
         raise DatasetSchemaError(f"{path}: cannot be read as zarr ({error})") from error
+    if missing:
+        raise DatasetSchemaError(f"{path}: {missing} (the store is damaged); rebuild the dataset")
+    dataset = _load_variables(lazy, path)
+    verify_checksums(dataset, path)
     return validate(dataset, path)

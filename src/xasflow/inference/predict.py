@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xasflow.models.module import SpectrumRegressor
+from xasflow.errors import UserError
+from xasflow.models.module import SpectrumRegressor, load_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+class PredictionError(UserError):
+    """A spectrum the model cannot predict, or a prediction that is not a number."""
 
 
 # eq=False: identity comparison; field-wise == is meaningless for arrays and a network
@@ -33,11 +39,16 @@ class Predictor:
     model: SpectrumRegressor
     checkpoint_path: Path
 
-    def predict(self, mu: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, mu: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Normalized spectra ``mu`` (n, n_energy) on :attr:`energy` -> physical predictions.
 
-        Returns ``{"coordination_number": (n,), "rdf": (n, n_r)}`` (g(r) on :attr:`r`).
-        Raises ``ValueError`` if ``mu`` is not 2D with ``len(energy)`` columns or is not finite.
+        Returns ``{"coordination_number": (n,), "rdf": (n, n_r)}`` (g(r) on :attr:`r`), plus the
+        out-of-distribution distance and flag when the model has a reference set. ``names``
+        (n,) name the spectra in error messages (default: their row numbers).
+
+        Raises ``ValueError`` if ``mu`` is not 2D with ``len(energy)`` columns (a caller's bug)
+        and :class:`PredictionError` if a spectrum holds NaN or inf, or the model predicts NaN
+        or inf for one (a damaged or diverged model): nothing is returned that is not a number.
         """
         mu = np.asarray(mu, dtype=np.float64)
         if mu.ndim != 2 or mu.shape[1] != self.energy.size:
@@ -46,27 +57,35 @@ class Predictor:
                 f"{self.energy.size}): {self.energy.size} energy points from {self.energy[0]:g} to "
                 f"{self.energy[-1]:g} eV relative to E0 (interpolate the spectra onto model.energy)"
             )
-        if not np.all(np.isfinite(mu)):
-            raise ValueError("mu holds NaN or inf values")
-        return self.model.predict_spectra(mu)
+        names = [f"row {index}" for index in range(mu.shape[0])] if names is None else list(names)
+        bad_input = ~np.all(np.isfinite(mu), axis=1)
+        if bad_input.any():
+            raise PredictionError(
+                f"{names[int(np.flatnonzero(bad_input)[0])]}: the spectrum holds NaN or inf on the "
+                f"energy grid of {self.checkpoint_path}"
+            )
+        prediction = self.model.predict_spectra(mu)
+        finite = np.isfinite(prediction["coordination_number"]) & np.all(
+            np.isfinite(prediction["rdf"]), axis=1
+        )
+        if not finite.all():
+            raise PredictionError(
+                f"{names[int(np.flatnonzero(~finite)[0])]}: the model {self.checkpoint_path} predicts NaN or "
+                "inf; refusing to write it (the model diverged or is damaged: retrain it)"
+            )
+        return prediction
 
 
 def load_predictor(checkpoint_path: str | Path) -> Predictor:
     """Load a checkpoint written by :func:`xasflow.models.train.train_model` onto the CPU.
 
-    Raises ``ValueError`` naming the file if it is missing or cannot be read as such a checkpoint.
+    The checkpoint's checksum and hyperparameters are verified before the network is built
+    (:func:`xasflow.models.module.load_checkpoint`); raises
+    :class:`~xasflow.models.module.CheckpointError` (a ``UserError``) naming the file if it is
+    missing, damaged, or not such a checkpoint.
     """
     checkpoint_path = Path(checkpoint_path)
-    if not checkpoint_path.is_file():
-        raise ValueError(f"{checkpoint_path}: checkpoint does not exist")
-    try:
-        # weights_only: the checkpoint holds tensors and plain hyperparameters, nothing to unpickle
-        model = SpectrumRegressor.load_from_checkpoint(checkpoint_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch / pickle / zip raise many types for a damaged file
-        raise ValueError(
-            f"{checkpoint_path}: not a readable xasflow model checkpoint ({type(error).__name__}: {error})"
-        ) from error
-    model.eval()
+    model = load_checkpoint(checkpoint_path)
     energy, r = model.energy.copy(), model.r.copy()
     energy.flags.writeable = False
     r.flags.writeable = False

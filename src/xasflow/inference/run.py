@@ -11,6 +11,7 @@ import numpy as np
 
 from xasflow.experiment import read_spectrum, to_relative_grid
 from xasflow.experiment.alignment import normalize_xanes
+from xasflow.fileio import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,34 @@ def _truth_by_stem(truth_paths: list[str | Path]) -> dict[str, dict]:
     return truths
 
 
+def rdf_table_path(out_path: str | Path) -> Path:
+    """Where :func:`predict_files` writes the g(r) table beside ``out_path``: ``<stem>_rdf.csv``."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + "_rdf.csv")
+
+
+def model_names(checkpoints: list[str | Path]) -> list[str]:
+    """A name per checkpoint for the ``model`` column, never empty.
+
+    ``models/cnn/model.ckpt`` (the workflow's layout) is ``cnn``; any other file is its stem
+    (``cu_foil_cnn.ckpt`` -> ``cu_foil_cnn``, ``./model.ckpt`` -> ``model``). Names that would
+    repeat fall back to the checkpoint path as given.
+    """
+    from xasflow.models.module import CHECKPOINT_NAME
+
+    names = []
+    for checkpoint in map(Path, checkpoints):
+        folder = checkpoint.parent.name
+        names.append(
+            folder
+            if checkpoint.name == CHECKPOINT_NAME and folder not in ("", ".", "..")
+            else checkpoint.stem
+        )
+    return [
+        str(path) if names.count(name) > 1 else name for name, path in zip(names, checkpoints, strict=True)
+    ]
+
+
 def predict_files(
     checkpoints: list[str | Path],
     spectrum_paths: list[str | Path],
@@ -46,9 +75,10 @@ def predict_files(
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
-    Writes ``out_path`` (one row per spectrum and model) and ``<out>_rdf.csv`` (predicted, and
-    where known true, g(r) per r point). Raises ``SpectrumReadError`` for an unreadable file
-    before anything is written.
+    Writes ``out_path`` (one row per spectrum and model) and :func:`rdf_table_path` (predicted,
+    and where known true, g(r) per r point). Raises ``SpectrumReadError`` for an unreadable file,
+    ``CheckpointError`` for a damaged model and ``PredictionError`` for a prediction that is not
+    a number, all before anything is written.
     """
     from xasflow.inference.predict import load_predictor
 
@@ -56,56 +86,60 @@ def predict_files(
     normalized = [normalize_xanes(read_spectrum(path)) for path in spectrum_paths]
     truths = _truth_by_stem(list(truth_paths))
     rows, rdf_rows = [], []
-    for checkpoint in checkpoints:
+    for checkpoint, model_name in zip(checkpoints, model_names(checkpoints), strict=True):
         predictor = load_predictor(checkpoint)
-        model_name = Path(checkpoint).parent.name
         inputs = np.array([to_relative_grid(spectrum, predictor.energy) for spectrum in normalized])
-        predictions = predictor.predict(inputs)
+        predictions = predictor.predict(inputs, names=[str(spectrum.path) for spectrum in normalized])
         for index, spectrum in enumerate(normalized):
-            stem = Path(spectrum.path).stem
-            truth = truths.get(stem)
-            predicted_rdf = predictions["rdf"][index]
-            true_rdf = np.interp(predictor.r, truth["r"], truth["rdf"]) if truth else None
-            rows.append(
-                {
-                    "spectrum": spectrum.path,
-                    "model": model_name,
-                    "architecture": predictor.architecture,
-                    "e0_eV": f"{spectrum.e0:.2f}",
-                    "edge_step": f"{spectrum.edge_step:.4g}",
-                    "predicted_coordination_number": f"{predictions['coordination_number'][index]:.3f}",
-                    "true_coordination_number": f"{truth['coordination_number']:.3f}" if truth else "",
-                    "rdf_mae": f"{np.abs(predicted_rdf - true_rdf).mean():.4f}" if truth else "",
-                    **_distance_columns(predictions, index, predictor.model.ood_threshold),
-                }
-            )
-            for point, r in enumerate(predictor.r):
-                rdf_rows.append(
-                    {
-                        "spectrum": spectrum.path,
-                        "model": model_name,
-                        "r_angstrom": f"{r:.3f}",
-                        "predicted_g": f"{predicted_rdf[point]:.4f}",
-                        "true_g": f"{true_rdf[point]:.4f}" if truth else "",
-                    }
-                )
-            logger.info("%s with %s: CN %.2f", stem, model_name, predictions["coordination_number"][index])
-            if "out_of_distribution" in predictions and predictions["out_of_distribution"][index]:
-                logger.warning(
-                    "%s is outside the training distribution of %s (distance %.3f > %.3f): do not trust "
-                    "this prediction",
-                    spectrum.path,
-                    model_name,
-                    predictions["input_distance"][index],
-                    predictor.model.ood_threshold,
-                )
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_path, PREDICTION_COLUMNS, rows)
-    _write_csv(
-        out_path.with_name(out_path.stem + "_rdf.csv"), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows
-    )
+            truth = truths.get(Path(spectrum.path).stem)
+            row, rdf_table = _prediction_rows(spectrum, model_name, predictor, predictions, index, truth)
+            rows.append(row)
+            rdf_rows.extend(rdf_table)
+            _log_prediction(spectrum.path, model_name, predictions, index, predictor.model.ood_threshold)
+    _write_csv(Path(out_path), PREDICTION_COLUMNS, rows)
+    _write_csv(rdf_table_path(out_path), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
     return rows
+
+
+def _prediction_rows(spectrum, model_name: str, predictor, predictions: dict, index: int, truth: dict | None):
+    """The predictions.csv row and the g(r) table rows of spectrum ``index`` with one model."""
+    predicted_rdf = predictions["rdf"][index]
+    true_rdf = np.interp(predictor.r, truth["r"], truth["rdf"]) if truth else None
+    row = {
+        "spectrum": spectrum.path,
+        "model": model_name,
+        "architecture": predictor.architecture,
+        "e0_eV": f"{spectrum.e0:.2f}",
+        "edge_step": f"{spectrum.edge_step:.4g}",
+        "predicted_coordination_number": f"{predictions['coordination_number'][index]:.3f}",
+        "true_coordination_number": f"{truth['coordination_number']:.3f}" if truth else "",
+        "rdf_mae": f"{np.abs(predicted_rdf - true_rdf).mean():.4f}" if truth else "",
+        **_distance_columns(predictions, index, predictor.model.ood_threshold),
+    }
+    rdf_rows = [
+        {
+            "spectrum": spectrum.path,
+            "model": model_name,
+            "r_angstrom": f"{r:.3f}",
+            "predicted_g": f"{predicted_rdf[point]:.4f}",
+            "true_g": f"{true_rdf[point]:.4f}" if truth else "",
+        }
+        for point, r in enumerate(predictor.r)
+    ]
+    return row, rdf_rows
+
+
+def _log_prediction(path, model_name: str, predictions: dict, index: int, threshold: float | None) -> None:
+    logger.info("%s with %s: CN %.2f", Path(path).stem, model_name, predictions["coordination_number"][index])
+    if "out_of_distribution" in predictions and predictions["out_of_distribution"][index]:
+        logger.warning(
+            "%s is outside the training distribution of %s (distance %.3f > %.3f): do not trust "
+            "this prediction",
+            path,
+            model_name,
+            predictions["input_distance"][index],
+            threshold,
+        )
 
 
 def _distance_columns(predictions: dict, index: int, threshold: float | None) -> dict[str, str]:
@@ -120,7 +154,7 @@ def _distance_columns(predictions: dict, index: int, threshold: float | None) ->
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xasflow.dataset.schema import open_dataset
+from xasflow.errors import UserError
 from xasflow.experiment.fidelity import CalibrationTransform
 from xasflow.models.augment import AugmentationParams, augment_spectrum
 from xasflow.models.params import SystemSplit, TrainParams
@@ -241,44 +242,21 @@ class SpectrumDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:  # called again by Trainer.fit after train_model's own call
             return
-        dataset = open_dataset(self.dataset_path)
+        dataset = open_dataset(self.dataset_path)  # verified against its checksums
         # zarr 3 returns numpy's variable-width StringDType, which cannot be cast with astype(str)
         systems = np.array(dataset["system"].values.tolist(), dtype=str)
         try:
             split = self.params.resolve_splits(systems)
-        except ValueError as error:
-            raise ValueError(f"{self.dataset_path}: {error}") from error
+        except (UserError, ValueError) as error:
+            raise UserError(f"{self.dataset_path}: {error}") from error
         energy = dataset["energy"].values.astype(np.float64)
         mu = dataset["mu"].values.astype(np.float64)
         if self.calibration is not None and not self.calibration.is_identity:
             # simulated spectra made to look measured (the reference's fitted transform)
             mu = self.calibration.apply(energy, mu, energy)
-        low = energy[0] if self.params.energy_min is None else self.params.energy_min
-        high = energy[-1] if self.params.energy_max is None else self.params.energy_max
-        self.window = (energy >= low - 1e-9) & (energy <= high + 1e-9)
-        if self.window.sum() < 4:
-            raise ValueError(
-                f"{self.dataset_path}: the model window {low}..{high} eV holds {self.window.sum()} points of "
-                "the "
-                f"dataset grid {energy[0]:g}..{energy[-1]:g} eV"
-            )
+        self.window = self._model_window(energy)
         self.full_energy = energy
-        self._full_train_mu = None
-        mu = mu.astype(np.float32)
-        coordination_number = dataset["coordination_number"].values.astype(np.float32)
-        rdf = dataset["rdf"].values.astype(np.float32)
-        frame = dataset["frame"].values.astype(np.int64)
-        for name, members in zip(SPLITS, (split.train, split.val, split.test), strict=True):
-            mask = np.isin(systems, members)
-            if name == "train":
-                self._full_train_mu = mu[mask]  # augmentation works on the whole grid
-            self._arrays[name] = SpectrumArrays(
-                mu=mu[mask][:, self.window],
-                coordination_number=coordination_number[mask],
-                rdf=rdf[mask],
-                system=systems[mask],
-                frame=frame[mask],
-            )
+        self._split_arrays(dataset, systems, split, mu.astype(np.float32))
         train = self._arrays["train"]
         self.normalization = Normalization.fit(train.mu, train.coordination_number, train.rdf)
         self.energy = energy[self.window]
@@ -297,6 +275,35 @@ class SpectrumDataModule(pl.LightningDataModule):
             ", ".join(split.test),
             ", ".join(split.excluded) or "none",
         )
+
+    def _model_window(self, energy: np.ndarray) -> np.ndarray:
+        """Mask of the dataset grid ``energy`` (eV) inside ``params.energy_min..energy_max``."""
+        low = energy[0] if self.params.energy_min is None else self.params.energy_min
+        high = energy[-1] if self.params.energy_max is None else self.params.energy_max
+        window = (energy >= low - 1e-9) & (energy <= high + 1e-9)
+        if window.sum() < 4:
+            raise UserError(
+                f"{self.dataset_path}: the model window {low}..{high} eV holds {window.sum()} points of the "
+                f"dataset grid {energy[0]:g}..{energy[-1]:g} eV; valid: at least 4"
+            )
+        return window
+
+    def _split_arrays(self, dataset, systems: np.ndarray, split: SystemSplit, mu: np.ndarray) -> None:
+        """Fill the arrays of each split (spectra cut to the model window) from the dataset."""
+        coordination_number = dataset["coordination_number"].values.astype(np.float32)
+        rdf = dataset["rdf"].values.astype(np.float32)
+        frame = dataset["frame"].values.astype(np.int64)
+        for name, members in zip(SPLITS, (split.train, split.val, split.test), strict=True):
+            mask = np.isin(systems, members)
+            if name == "train":
+                self._full_train_mu = mu[mask]  # augmentation works on the whole grid
+            self._arrays[name] = SpectrumArrays(
+                mu=mu[mask][:, self.window],
+                coordination_number=coordination_number[mask],
+                rdf=rdf[mask],
+                system=systems[mask],
+                frame=frame[mask],
+            )
 
     def arrays(self, split_name: str) -> SpectrumArrays:
         """Raw spectra and targets of ``split_name`` ("train", "val" or "test")."""

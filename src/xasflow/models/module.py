@@ -1,9 +1,19 @@
-"""LightningModule owning the network, the multitask loss, the optimizer and the normalization."""
+"""LightningModule owning the network, the multitask loss, the optimizer and the normalization.
+
+Checkpoints carry a SHA-256 of their weights and hyperparameters (:data:`CHECKSUM_KEY`, added
+on every save); :func:`load_checkpoint` refuses a file whose checksum does not match, and checks
+the hyperparameters (architecture, grid lengths, parameter count at most
+:data:`MAX_PARAMETERS`, shapes of every weight) before it allocates the network.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,12 +22,27 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from xasflow.errors import UserError
 from xasflow.models.data import Normalization
 from xasflow.models.networks import SpectrumCNN, SpectrumMLP
 from xasflow.models.ood import nearest_distance
 from xasflow.models.params import TrainParams
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "model.ckpt"  # the file train_model writes in its model's folder
+CHECKSUM_KEY = "xasflow_sha256"
+# Largest network a checkpoint may ask for: 50 million parameters (200 MB of float32), far above
+# the models xasflow trains (about 1e4..1e6) and far below what a workstation can allocate.
+MAX_PARAMETERS = 50_000_000
+# Largest energy or r grid a checkpoint may declare (the default study has about 80 and 100).
+MAX_GRID_POINTS = 100_000
+REQUIRED_HYPERPARAMETERS = ("params", "energy", "r", "normalization")
+KNOWN_HYPERPARAMETERS = (*REQUIRED_HYPERPARAMETERS, "model_card", "ood_reference_count", "ood_threshold")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is damaged, not an xasflow model, or asks for an impossible network."""
 
 
 def build_network(params: TrainParams, n_energy: int, n_r: int) -> nn.Module:
@@ -36,6 +61,17 @@ def build_network(params: TrainParams, n_energy: int, n_r: int) -> nn.Module:
     raise ValueError(f"unknown architecture {params.architecture!r}; valid: cnn, mlp")
 
 
+def checkpoint_checksum(state_dict: Mapping[str, Tensor], hyper_parameters: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of every tensor (name, dtype, shape, bytes) and of the hyperparameters (JSON)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dict(hyper_parameters), sort_keys=True, default=str).encode())
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class SpectrumRegressor(pl.LightningModule):
     """Predicts the coordination number and the partial RDF from a XANES spectrum.
 
@@ -43,7 +79,8 @@ class SpectrumRegressor(pl.LightningModule):
     error in g(r) units (the network predicts the deviation from the training-mean RDF).
     Everything prediction needs (parameters, energy grid in eV relative to E0, r grid in
     Angstrom, training-split normalization) is stored as hyperparameters, so
-    ``SpectrumRegressor.load_from_checkpoint(path)`` alone rebuilds a working model.
+    :func:`load_checkpoint` alone rebuilds a working model (after verifying the file's checksum
+    and hyperparameters; Lightning's ``load_from_checkpoint`` would skip both).
 
     Parameters
     ----------
@@ -84,7 +121,7 @@ class SpectrumRegressor(pl.LightningModule):
             )
         # save_hyperparameters() records the __init__ arguments as they are bound now: rebind them
         # to plain lists, floats and dicts so that the checkpoint is readable as YAML and loads
-        # with torch.load(weights_only=True), and load_from_checkpoint(path) rebuilds this module.
+        # with torch.load(weights_only=True), and load_checkpoint(path) rebuilds this module.
         params = self.params.to_dict()
         energy = [float(value) for value in self.energy]
         r = [float(value) for value in self.r]
@@ -100,6 +137,12 @@ class SpectrumRegressor(pl.LightningModule):
     @property
     def architecture(self) -> str:
         return self.params.architecture
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the checksum :func:`load_checkpoint` verifies (weights and hyperparameters)."""
+        checkpoint[CHECKSUM_KEY] = checkpoint_checksum(
+            checkpoint["state_dict"], checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY, {})
+        )
 
     def forward(self, mu: Tensor) -> dict[str, Tensor]:
         """Standardized mu (batch, n_energy) -> standardized CN (batch,), centered g(r) (batch, n_r).
@@ -175,3 +218,169 @@ class SpectrumRegressor(pl.LightningModule):
             result["input_distance"] = distance
             result["out_of_distribution"] = distance > self.ood_threshold
         return result
+
+
+def _reason(error: BaseException) -> str:
+    """One short line about ``error``, without torch's advice to unpickle untrusted code."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "weights_only" in str(error) or "Weights only load failed" in text:
+        text = "it holds objects other than tensors and plain data, which xasflow never writes"
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, loaded on the CPU with ``weights_only`` and verified.
+
+    Raises :class:`CheckpointError` naming ``path`` if it is missing, unreadable, has no
+    xasflow checksum, or its weights or hyperparameters differ from the checksum.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint does not exist")
+    try:
+        # weights_only: the checkpoint holds tensors and plain hyperparameters, nothing to unpickle
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch / pickle / zip raise many types for a damaged file
+        raise CheckpointError(
+            f"{path}: not a readable xasflow model checkpoint ({_reason(error)})"
+        ) from error
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not an xasflow model checkpoint (no state_dict)")
+    recorded = checkpoint.get(CHECKSUM_KEY)
+    if not isinstance(recorded, str):
+        raise CheckpointError(
+            f"{path}: has no xasflow checksum ('{CHECKSUM_KEY}'): damaged, or written before xasflow "
+            "checked checkpoints; retrain the model"
+        )
+    hyper_parameters = checkpoint.get(SpectrumRegressor.CHECKPOINT_HYPER_PARAMS_KEY, {})
+    if checkpoint_checksum(checkpoint["state_dict"], hyper_parameters) != recorded:
+        raise CheckpointError(
+            f"{path}: weights or hyperparameters do not match the checksum recorded when it was saved "
+            "(the file is damaged); retrain the model or restore the file from a copy"
+        )
+    return checkpoint
+
+
+def _grid(hyper_parameters: Mapping[str, Any], name: str, source: Path) -> np.ndarray:
+    """The energy or r grid of the hyperparameters: 2..MAX_GRID_POINTS finite increasing values."""
+    values = hyper_parameters[name]
+    if not isinstance(values, list | tuple) or not 2 <= len(values) <= MAX_GRID_POINTS:
+        size = len(values) if isinstance(values, list | tuple) else type(values).__name__
+        raise CheckpointError(
+            f"{source}: hyperparameter '{name}' has {size} points; valid: 2..{MAX_GRID_POINTS}"
+        )
+    grid = np.asarray(values, dtype=np.float64)
+    if grid.ndim != 1 or not np.all(np.isfinite(grid)) or np.any(np.diff(grid) <= 0):
+        raise CheckpointError(f"{source}: hyperparameter '{name}' is not a strictly increasing finite grid")
+    return grid
+
+
+def _check_window(params: TrainParams, energy: np.ndarray, source: Path) -> None:
+    """The energy grid lies inside the model window the parameters name (eV)."""
+    low = -math.inf if params.energy_min is None else params.energy_min
+    high = math.inf if params.energy_max is None else params.energy_max
+    if energy[0] < low - 1e-6 or energy[-1] > high + 1e-6:
+        raise CheckpointError(
+            f"{source}: energy grid {energy[0]:g}..{energy[-1]:g} eV lies outside the model window "
+            f"{params.energy_min}..{params.energy_max} eV of its parameters"
+        )
+
+
+def _check_normalization(normalization: Normalization, n_energy: int, n_r: int, source: Path) -> None:
+    shapes = {
+        "mu_mean": (normalization.mu_mean.shape, (n_energy,)),
+        "mu_std": (normalization.mu_std.shape, (n_energy,)),
+        "rdf_mean": (normalization.rdf_mean.shape, (n_r,)),
+    }
+    for name, (shape, expected) in shapes.items():
+        if shape != expected:
+            raise CheckpointError(
+                f"{source}: normalization '{name}' has shape {shape}, the grids need {expected}"
+            )
+    values = [normalization.mu_mean, normalization.mu_std, normalization.rdf_mean]
+    scales = np.array([normalization.coordination_number_mean, normalization.coordination_number_std])
+    if not all(np.all(np.isfinite(array)) for array in [*values, scales]) or np.any(
+        normalization.mu_std <= 0
+    ):
+        raise CheckpointError(f"{source}: normalization holds NaN, inf or a non-positive spread")
+    if not normalization.coordination_number_std > 0:
+        raise CheckpointError(f"{source}: normalization 'coordination_number_std' must be > 0")
+
+
+def _check_network_shapes(
+    params: TrainParams, n_energy: int, n_r: int, state_dict: Mapping[str, Tensor], source: Path
+) -> None:
+    """Build the network on the meta device (no memory), bound its size, compare every shape."""
+    try:
+        with torch.device("meta"):
+            network = build_network(params, n_energy, n_r)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: its parameters describe no valid network ({error})") from error
+    count = sum(parameter.numel() for parameter in network.parameters())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{source}: its parameters ask for a network of {count:,} weights ({params.architecture}), "
+            f"above the limit of {MAX_PARAMETERS:,}; refusing to build it"
+        )
+    expected = {f"network.{name}": tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+    stored = {name: tuple(tensor.shape) for name, tensor in state_dict.items() if name.startswith("network.")}
+    for name in sorted(set(expected) | set(stored)):
+        if expected.get(name) != stored.get(name):
+            raise CheckpointError(
+                f"{source}: weight '{name}' has shape {stored.get(name)}, "
+                f"its parameters need {expected.get(name)}"
+            )
+
+
+def check_hyperparameters(checkpoint: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
+    """Validate a checkpoint's hyperparameters against its weights before anything is allocated.
+
+    Checks: the keys :class:`SpectrumRegressor` needs; valid :class:`TrainParams` (architecture
+    known); energy and r grids of 2..:data:`MAX_GRID_POINTS` increasing points inside the model
+    window; normalization lengths equal to the grids; a network of at most :data:`MAX_PARAMETERS`
+    weights whose every shape equals the stored one; the out-of-distribution reference shape.
+    Returns the hyperparameters; raises :class:`CheckpointError` naming ``source``.
+    """
+    source = Path(source)
+    hyper_parameters = dict(checkpoint.get(SpectrumRegressor.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+    missing = [key for key in REQUIRED_HYPERPARAMETERS if key not in hyper_parameters]
+    unknown = sorted(set(hyper_parameters) - set(KNOWN_HYPERPARAMETERS))
+    if missing or unknown:
+        raise CheckpointError(
+            f"{source}: not an xasflow model checkpoint (hyperparameters lack {missing}, unknown {unknown})"
+        )
+    try:
+        params = TrainParams.from_dict(dict(hyper_parameters["params"]))
+        normalization = Normalization.from_dict(dict(hyper_parameters["normalization"]))
+    except (UserError, ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{source}: invalid hyperparameters ({_reason(error)})") from error
+    energy = _grid(hyper_parameters, "energy", source)
+    r = _grid(hyper_parameters, "r", source)
+    _check_window(params, energy, source)
+    _check_normalization(normalization, energy.size, r.size, source)
+    state_dict = checkpoint["state_dict"]
+    _check_network_shapes(params, energy.size, r.size, state_dict, source)
+    count = hyper_parameters.get("ood_reference_count", 0)
+    reference = state_dict.get("ood_reference")
+    if reference is None or tuple(reference.shape) != (count, energy.size):
+        shape = None if reference is None else tuple(reference.shape)
+        raise CheckpointError(
+            f"{source}: out-of-distribution reference has shape {shape}, "
+            f"its parameters need ({count}, {energy.size})"
+        )
+    return hyper_parameters
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> SpectrumRegressor:
+    """The :class:`SpectrumRegressor` of a checkpoint dict read by :func:`read_checkpoint`, built
+    only after :func:`check_hyperparameters` accepted it; on the CPU, in eval mode."""
+    hyper_parameters = check_hyperparameters(checkpoint, source)
+    model = SpectrumRegressor(**hyper_parameters)
+    model.load_state_dict(checkpoint["state_dict"], strict=True)
+    model.eval()
+    return model
+
+
+def load_checkpoint(path: str | Path) -> SpectrumRegressor:
+    """Read, verify and build the model saved at ``path`` (raises :class:`CheckpointError`)."""
+    return model_from_checkpoint(read_checkpoint(path), path)

@@ -7,8 +7,10 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,15 @@ from pytorch_lightning.loggers import CSVLogger
 
 import xasflow
 from xasflow.experiment.fidelity import CalibrationTransform
+from xasflow.fileio import atomic_path, atomic_write_text
 from xasflow.models.augment import AugmentationParams
 from xasflow.models.data import SpectrumArrays, SpectrumDataModule
-from xasflow.models.module import SpectrumRegressor
+from xasflow.models.module import CHECKPOINT_NAME, SpectrumRegressor, model_from_checkpoint, read_checkpoint
 from xasflow.models.ood import distance_threshold, reference_spectra
 from xasflow.models.params import TrainParams
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "model.ckpt"
 METRICS_NAME = "metrics.json"
 PARITY_NAME = "parity.png"
 LOSS_NAME = "loss.png"
@@ -85,7 +87,7 @@ def _plot_parity(path: Path, true_cn: np.ndarray, predicted_cn: np.ndarray, test
     axes.set_xlabel("true coordination number")
     axes.set_ylabel("predicted coordination number")
     axes.set_aspect("equal")
-    figure.savefig(path, dpi=120)
+    _save_figure(figure, path)
 
 
 def _plot_loss(path: Path, history: dict[str, dict[int, float]]) -> None:
@@ -100,7 +102,13 @@ def _plot_loss(path: Path, history: dict[str, dict[int, float]]) -> None:
     axes.set_ylabel("loss (standardized CN MSE + weighted RDF MSE)")
     axes.set_yscale("log")
     axes.legend()
-    figure.savefig(path, dpi=120)
+    _save_figure(figure, path)
+
+
+def _save_figure(figure: Figure, path: Path) -> None:
+    """PNG at 120 dpi, published atomically."""
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
 
 
 def _json_number(value: float | None) -> float | None:
@@ -171,6 +179,46 @@ def _out_of_distribution_reference(
     return references, distance_threshold(references, validation, measured)
 
 
+class EpochProgressLog(pl.Callback):
+    """One INFO line per training epoch, readable in a job log (where a progress bar is not):
+    epoch/total, training and validation loss, and the time left at the mean epoch time so far."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done, total = trainer.current_epoch + 1, trainer.max_epochs
+        elapsed = time.perf_counter() - self.started
+        losses = ", ".join(
+            f"{name.replace('_', ' ')} {float(trainer.callback_metrics[name]):.4g}"
+            for name in ("train_loss", "val_loss")
+            if name in trainer.callback_metrics
+        )
+        logger.info(
+            "%s: epoch %d/%d, %s, %.1f s elapsed, about %.0f s left",
+            self.label,
+            done,
+            total,
+            losses or "no loss yet",
+            elapsed,
+            elapsed / done * max(total - done, 0),
+        )
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What a finished fit leaves: the checkpoint callback, the monitored metric, the CSV log."""
+
+    checkpoint: ModelCheckpoint
+    monitor: str
+    log_dir: Path
+    epochs_run: int
+
+
 def train_model(
     dataset_path: str | Path,
     params: TrainParams,
@@ -180,11 +228,12 @@ def train_model(
 ) -> dict[str, Any]:
     """Train ``params.architecture`` on the dataset at ``dataset_path``; write results to ``out_dir``.
 
-    Seeds everything from ``params.seed`` and trains on CPU with deterministic algorithms. The
-    checkpoint with the lowest validation loss (training loss if there are no validation systems)
-    is kept as ``out_dir/model.ckpt`` and evaluated on the test systems. Also writes
-    ``metrics.json`` (the returned dict), ``parity.png``, ``loss.png`` and the CSV training log
-    under ``out_dir/logs``.
+    Seeds everything from ``params.seed`` and trains with deterministic algorithms (on a GPU when
+    the job has one). The checkpoint with the lowest validation loss (training loss if there are
+    no validation systems) is kept as ``out_dir/model.ckpt``, with a checksum of its weights and
+    hyperparameters, and evaluated on the test systems. Also writes ``metrics.json`` (the
+    returned dict), ``parity.png``, ``loss.png`` and the CSV training log under ``out_dir/logs``;
+    logs one line per epoch.
 
     Metrics are in physical units: coordination-number MAE (atoms) and R2, RDF MAE (g(r) units),
     each also for a baseline that predicts the training-split mean.
@@ -199,12 +248,49 @@ def train_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(params.seed, workers=True, verbose=False)
+    datamodule, model = _prepare(dataset_path, params, augmentation, calibration)
+    fit = _fit(model, datamodule, params, out_dir)
+    best_path = _publish_checkpoint(fit, out_dir)
+    saved = read_checkpoint(best_path)  # what was written is what is evaluated
+    evaluation = _evaluate(model_from_checkpoint(saved, best_path), datamodule)
+    metrics = _metrics_record(dataset_path, datamodule, params, fit, evaluation, model, int(saved["epoch"]))
+    metrics.update(
+        calibration=calibration, augmentation=augmentation.to_dict() if augmentation.enabled else None
+    )
+    test = datamodule.arrays("test")
+    _plot_parity(
+        out_dir / PARITY_NAME,
+        test.coordination_number,
+        evaluation["predicted"]["coordination_number"],
+        evaluation["test"],
+    )
+    _plot_loss(out_dir / LOSS_NAME, _read_loss_history(fit.log_dir / "metrics.csv"))
+    # wall time last, so it covers evaluation and plotting too
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+    atomic_write_text(out_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+    logger.info(
+        "%s: test CN MAE %s (baseline %s) after %d epochs in %.1f s",
+        params.architecture,
+        metrics["test_cn_mae"],
+        metrics["baseline_test_cn_mae"],
+        fit.epochs_run,
+        metrics["wall_seconds"],
+    )
+    return metrics
 
+
+def _prepare(
+    dataset_path: str | Path,
+    params: TrainParams,
+    augmentation: AugmentationParams,
+    calibration: dict | None,
+) -> tuple[SpectrumDataModule, SpectrumRegressor]:
+    """The data module (set up: grids, split, training statistics) and the untrained model with
+    its model card and out-of-distribution reference."""
     transform = CalibrationTransform.from_dict(calibration["transform"]) if calibration else None
     datamodule = SpectrumDataModule(dataset_path, params, augmentation, transform)
     datamodule.setup("fit")  # the model needs the grids and training statistics before fit
     assert datamodule.split is not None and datamodule.normalization is not None
-    split = datamodule.split
     references, threshold = _out_of_distribution_reference(datamodule, calibration)
     model = SpectrumRegressor(
         params,
@@ -217,15 +303,20 @@ def train_model(
     )
     with torch.no_grad():
         model.ood_reference.copy_(torch.from_numpy(references.astype(np.float32)))
+    return datamodule, model
 
+
+def _fit(
+    model: SpectrumRegressor, datamodule: SpectrumDataModule, params: TrainParams, out_dir: Path
+) -> _Fit:
+    """Run Lightning's fit, keeping the best checkpoint under ``out_dir/checkpoints``."""
     has_val = len(datamodule.arrays("val")) > 0
     monitor = "val_loss" if has_val else "train_loss"
     if not has_val:
         logger.warning("no validation systems: keeping the checkpoint with the lowest training loss")
     # a directory of its own: Lightning warns when the checkpoint directory already holds files
-    checkpoint_dir = out_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir,
+        dirpath=out_dir / "checkpoints",
         filename="best",
         monitor=monitor,
         mode="min",
@@ -242,13 +333,13 @@ def train_model(
     try:
         trainer = pl.Trainer(
             max_epochs=params.max_epochs,
-            # a GPU when the job has one (the SLURM profile asks for it), else the CPU
-            accelerator="auto",
+            accelerator="auto",  # a GPU when the job has one (the SLURM profile asks for it)
             devices=1,
             deterministic=True,
             logger=csv_logger,
-            callbacks=[checkpoint],
-            enable_progress_bar=False,
+            callbacks=[checkpoint, EpochProgressLog(params.architecture)],
+            # a bar redrawn in place is unreadable in a log file: one line per epoch there instead
+            enable_progress_bar=sys.stderr.isatty(),
             enable_model_summary=False,
             log_every_n_steps=1,
             num_sanity_val_steps=0,
@@ -263,14 +354,22 @@ def train_model(
             trainer.fit(model, datamodule=datamodule)
     finally:
         torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
-    epochs_run = int(trainer.current_epoch)
+    return _Fit(checkpoint, monitor, Path(csv_logger.log_dir), int(trainer.current_epoch))
 
-    if not checkpoint.best_model_path:
-        raise RuntimeError(f"training saved no checkpoint: '{monitor}' was never finite (diverged?)")
-    best_path = Path(checkpoint.best_model_path).replace(out_dir / CHECKPOINT_NAME)
+
+def _publish_checkpoint(fit: _Fit, out_dir: Path) -> Path:
+    """Move the best checkpoint to ``out_dir/model.ckpt`` (a rename: atomic); return that path."""
+    if not fit.checkpoint.best_model_path:
+        raise RuntimeError(f"training saved no checkpoint: '{fit.monitor}' was never finite (diverged?)")
+    best_path = Path(fit.checkpoint.best_model_path).replace(out_dir / CHECKPOINT_NAME)
+    checkpoint_dir = Path(fit.checkpoint.dirpath)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
         checkpoint_dir.rmdir()
-    best = SpectrumRegressor.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
+    return best_path
+
+
+def _evaluate(best: SpectrumRegressor, datamodule: SpectrumDataModule) -> dict[str, Any]:
+    """Test predictions of ``best`` and the metrics of it and of the training-mean baseline."""
     test = datamodule.arrays("test")
     train = datamodule.arrays("train")
     if len(test):
@@ -282,37 +381,49 @@ def train_model(
         "coordination_number": np.full(len(test), float(np.mean(train.coordination_number))),
         "rdf": np.broadcast_to(train.rdf.mean(axis=0), test.rdf.shape),
     }
-    test_metrics = regression_metrics(predicted, test)
-    baseline_metrics = regression_metrics(baseline, test)
+    return {
+        "predicted": predicted,
+        "test": regression_metrics(predicted, test),
+        "baseline": regression_metrics(baseline, test),
+    }
 
-    history = _read_loss_history(Path(csv_logger.log_dir) / "metrics.csv")
-    best_score = checkpoint.best_model_score
-    metrics: dict[str, Any] = {
+
+def _metrics_record(
+    dataset_path: str | Path,
+    datamodule: SpectrumDataModule,
+    params: TrainParams,
+    fit: _Fit,
+    evaluation: dict[str, Any],
+    model: SpectrumRegressor,
+    best_epoch: int,
+) -> dict[str, Any]:
+    """The content of ``metrics.json`` (calibration, augmentation and wall time added by the caller)."""
+    split = datamodule.split
+    assert split is not None
+    test_metrics, baseline_metrics = evaluation["test"], evaluation["baseline"]
+    best_score = fit.checkpoint.best_model_score
+    return {
         "architecture": params.architecture,
         "dataset": str(Path(dataset_path)),
         "dataset_config_hash": datamodule.dataset_attrs.get("config_hash"),
-        "n_train": len(train),
+        "n_train": len(datamodule.arrays("train")),
         "n_val": len(datamodule.arrays("val")),
-        "n_test": len(test),
+        "n_test": len(datamodule.arrays("test")),
         "train_systems": list(split.train),
         "val_systems": list(split.val),
         "test_systems": list(split.test),
         "excluded_systems": list(split.excluded),
-        "test_cn_mae": _json_number(test_metrics["cn_mae"]),
-        "test_cn_r2": _json_number(test_metrics["cn_r2"]),
-        "test_rdf_mae": _json_number(test_metrics["rdf_mae"]),
-        "baseline_test_cn_mae": _json_number(baseline_metrics["cn_mae"]),
-        "baseline_test_cn_r2": _json_number(baseline_metrics["cn_r2"]),
-        "baseline_test_rdf_mae": _json_number(baseline_metrics["rdf_mae"]),
-        "calibration": calibration,
-        "augmentation": augmentation.to_dict() if augmentation.enabled else None,
-        "ood_threshold": threshold,
-        "ood_reference_spectra": int(references.shape[0]),
-        "monitor": monitor,
+        **{f"test_{key}": _json_number(value) for key, value in test_metrics.items()},
+        **{f"baseline_test_{key}": _json_number(value) for key, value in baseline_metrics.items()},
+        "calibration": None,
+        "augmentation": None,
+        "ood_threshold": model.ood_threshold,
+        "ood_reference_spectra": int(model.ood_reference.shape[0]),
+        "monitor": fit.monitor,
         "best_score": _json_number(float(best_score)) if best_score is not None else None,
-        "best_checkpoint_epoch": int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"]),
-        "epochs_run": epochs_run,
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        "best_checkpoint_epoch": best_epoch,
+        "epochs_run": fit.epochs_run,
+        "wall_seconds": None,
         "params": params.to_dict(),
         "versions": {
             "xasflow": xasflow.__version__,
@@ -321,19 +432,3 @@ def train_model(
             "numpy": np.__version__,
         },
     }
-    _plot_parity(
-        out_dir / PARITY_NAME, test.coordination_number, predicted["coordination_number"], test_metrics
-    )
-    _plot_loss(out_dir / LOSS_NAME, history)
-    # wall time last, so it covers evaluation and plotting too
-    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
-    (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info(
-        "%s: test CN MAE %s (baseline %s) after %d epochs in %.1f s",
-        params.architecture,
-        metrics["test_cn_mae"],
-        metrics["baseline_test_cn_mae"],
-        epochs_run,
-        metrics["wall_seconds"],
-    )
-    return metrics
