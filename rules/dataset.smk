@@ -1,26 +1,5 @@
-# The dataset rule declares the manifest beside the store, not the store: Snakemake deletes a
-# job's outputs before it runs and after it fails, and the last good store must survive a failed
-# rebuild. `xasflow dataset` publishes the store itself (staged, swapped in whole only when
-# complete) and writes the manifest, holding the store's checksums, last.
-DATASET_STORE = f"{RESULTS}/dataset/spectra.zarr"
-DATASET_MANIFEST = f"{DATASET_STORE}.json"
-
-
-def dataset_store(wildcards, input):
-    """The zarr store a rule reads, beside the manifest it takes as input (spectra.zarr.json)."""
-    return str(Path(input.dataset).with_suffix(""))
-
-
-def published_store(wildcards, output):
-    """The zarr store `xasflow dataset` publishes beside the manifest it writes."""
-    return str(Path(output.manifest).with_suffix(""))
-
-
-def get_batch_spectra(wildcards=None):
-    """Each batch's spectra.npz: the dataset command reads it beside the batch's results.csv."""
-    return [str(Path(path).with_name("spectra.npz")) for path in get_batches()]
-
-
+# The dataset rule declares the manifest beside the store, not the store (see DATASET_STORE in
+# common.smk): the last good store survives a failed rebuild.
 rule dataset:
     input:
         manifests=get_manifests(),
@@ -47,6 +26,6 @@ rule dataset:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow dataset --config-json {params.config_json:q} --manifests {input.manifests} "
-        "--batches {params.batch_dirs} --labels {params.labels} --md {params.md} "
-        "--out {params.store} --failures {output.failures} --summary {output.summary} > {log} 2>&1"
+        "xasflow dataset --config-json {params.config_json:q} --manifests {input.manifests:q} "
+        "--batches {params.batch_dirs:q} --labels {params.labels:q} --md {params.md:q} "
+        "--out {params.store:q} --failures {output.failures:q} --summary {output.summary:q} > {log:q} 2>&1"

@@ -18,8 +18,8 @@ rule pseudo_experiment:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow pseudo-experiment --config-json {params.config_json:q} --dataset {params.dataset} "
-        "--spectrum {output.spectrum} --truth {output.truth} {params.calibration} > {log} 2>&1"
+        "xasflow pseudo-experiment --config-json {params.config_json:q} --dataset {params.dataset:q} "
+        "--spectrum {output.spectrum:q} --truth {output.truth:q} {params.calibration:q} > {log:q} 2>&1"
 
 
 rule predict:
@@ -29,7 +29,6 @@ rule predict:
         truths=get_truths(),
     output:
         predictions=f"{RESULTS}/inference/predictions.csv",
-        # written by `xasflow predict` beside --out as <stem>_rdf.csv (inference.run.rdf_table_path)
         rdf=f"{RESULTS}/inference/predictions_rdf.csv",
     log:
         f"{RESULTS}/logs/predict.log",
@@ -43,5 +42,5 @@ rule predict:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow predict {input.spectra} {params.checkpoints} {params.truths} "
-        "--out {output.predictions} > {log} 2>&1"
+        "xasflow predict {input.spectra:q} {params.checkpoints:q} {params.truths:q} "
+        "--out {output.predictions:q} --rdf-out {output.rdf:q} > {log:q} 2>&1"

@@ -21,5 +21,5 @@ rule train:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} xasflow train --config-json {params.config_json:q} --model {wildcards.model} "
-        "--dataset {params.dataset} --out-dir {params.out_dir} {params.calibration} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads:q} xasflow train --config-json {params.config_json:q} --model {wildcards.model:q} "
+        "--dataset {params.dataset:q} --out-dir {params.out_dir:q} {params.calibration:q} > {log:q} 2>&1"

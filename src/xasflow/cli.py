@@ -245,7 +245,9 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from xasflow.inference.run import predict_files
 
-    predict_files(args.checkpoint, args.spectra, args.out, truth_paths=args.truth or [])
+    predict_files(
+        args.checkpoint, args.spectra, args.out, truth_paths=args.truth or [], rdf_path=args.rdf_out
+    )
     return 0
 
 
@@ -375,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("spectra", nargs="+", help="spectrum files")
     predict.add_argument("--checkpoint", required=True, action="append", help="model checkpoint (repeatable)")
     predict.add_argument("--out", required=True, help="CSV of predictions")
+    predict.add_argument("--rdf-out", help="CSV of predicted (and true) g(r) (default: <out stem>_rdf.csv)")
     predict.add_argument(
         "--truth", action="append", help="truth JSON of a pseudo-experiment (adds true values)"
     )

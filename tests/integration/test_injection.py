@@ -106,16 +106,7 @@ def _shell_placeholders(rule_file: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "rule_file",
-    [
-        "structures.smk",
-        "spectra.smk",
-        *[
-            pytest.param(
-                name, marks=pytest.mark.xfail(reason="quoting edits pending from its owner (issue 10)")
-            )
-            for name in ("dataset.smk", "train.smk", "infer.smk")
-        ],
-    ],
+    ["structures.smk", "spectra.smk", "dataset.smk", "train.smk", "infer.smk"],
 )
 def test_every_shell_placeholder_is_quoted(rule_file):
     placeholders = _shell_placeholders(ROOT / "rules" / rule_file)

@@ -33,9 +33,10 @@ from xasflow.config import ConfigError, config_hash
 from xasflow.dataset.schema import build_dataset, write_dataset
 from xasflow.errors import UserError
 from xasflow.experiment.alignment import normalize_xanes
-from xasflow.experiment.readers import MeasuredSpectrum, SpectrumReadError
+from xasflow.experiment.readers import SpectrumReadError
 from xasflow.fileio import atomic_open, atomic_write_text, remove_staging_leftovers
 from xasflow.spectra.batch import read_batch
+from xasflow.spectrum import Spectrum
 from xasflow.structures.io import read_labels
 from xasflow.structures.sampling import read_manifest
 
@@ -227,9 +228,18 @@ def _normalized_on_grid(row: dict, grid: np.ndarray) -> tuple[str, np.ndarray | 
     if not (np.all(np.isfinite(row["energy"])) and np.all(np.isfinite(row["mu"]))):
         return "spectrum holds NaN or inf", None, float("nan")
     try:
-        normalized = normalize_xanes(MeasuredSpectrum(row["directory"], row["energy"], row["mu"]))
+        computed = Spectrum(
+            row["energy"],
+            row["mu"],
+            source=row["directory"],
+            kind="computed",
+            energy_reference=row["energy_reference"],  # FDMNES: eV above its own edge
+        )
+        normalized = normalize_xanes(computed)
     except SpectrumReadError as error:
         return f"normalization failed: {error.problem}", None, float("nan")
+    except ValueError as error:  # Spectrum's own checks (e.g. energies not increasing)
+        return f"normalization failed: {' '.join(str(error).split())}", None, float("nan")
     e0 = normalized.e0
     mu = to_edge_grid(normalized.energy, normalized.norm, e0, grid)
     if mu is None:

@@ -99,32 +99,6 @@ class SpectrumReadError(UserError):
         return (type(self), (self.path, self.problem))
 
 
-# alias until dataset/assemble.py migrates (a function: the old positional call must keep working)
-def MeasuredSpectrum(
-    path: str | Path,
-    energy: np.ndarray,
-    mu: np.ndarray,
-    element: str | None = None,
-    edge: str | None = None,
-    metadata: dict | None = None,
-) -> Spectrum:
-    """Deprecated: alias until dataset/assemble.py migrates; build a :class:`Spectrum` instead.
-
-    Keeps the old positional call ``MeasuredSpectrum(path, energy, mu)`` of
-    ``dataset/assemble.py``, ``tests/unit/test_ood.py`` and ``benchmarks/scf_sharing.py``
-    working. Those wrap *computed* spectra, which should say ``kind="computed"``.
-    """
-    return Spectrum(
-        energy,
-        mu,
-        source=str(path),
-        kind="measured",
-        element=element,
-        edge=edge,
-        metadata=metadata or {},
-    )
-
-
 class _Parsed(NamedTuple):
     """What a format parser found: energy and mu as in the file (before sorting and keV)."""
 

@@ -72,6 +72,7 @@ def predict_files(
     spectrum_paths: list[str | Path],
     out_path: str | Path,
     truth_paths: list[str | Path] = (),
+    rdf_path: str | Path | None = None,
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
@@ -97,7 +98,8 @@ def predict_files(
             rdf_rows.extend(rdf_table)
             _log_prediction(spectrum.path, model_name, predictions, index, predictor.model.ood_threshold)
     _write_csv(Path(out_path), PREDICTION_COLUMNS, rows)
-    _write_csv(rdf_table_path(out_path), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
+    rdf_path = rdf_path or rdf_table_path(out_path)
+    _write_csv(rdf_path, tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
     return rows
 
 
