@@ -38,6 +38,29 @@ REFERENCES = config["references"]
 CALIBRATION = config["calibration"]["reference"]
 
 
+# The dataset job declares the manifest beside the store, not the store itself. Snakemake deletes a
+# job's outputs before it runs and after it fails, and the last good store must survive a failed
+# rebuild. `xasflow dataset` publishes the store itself (staged, swapped in whole only when
+# complete) and writes the manifest, holding the store's checksums, last.
+DATASET_STORE = f"{RESULTS}/dataset/spectra.zarr"
+DATASET_MANIFEST = f"{DATASET_STORE}.json"
+
+
+def dataset_store(wildcards, input):
+    """The zarr store a rule reads, beside the manifest it takes as input (spectra.zarr.json)."""
+    return str(Path(input.dataset).with_suffix(""))
+
+
+def published_store(wildcards, output):
+    """The zarr store `xasflow dataset` publishes beside the manifest it writes."""
+    return str(Path(output.manifest).with_suffix(""))
+
+
+def get_batch_spectra(wildcards=None):
+    """Each batch's spectra.npz: the dataset command reads it beside the batch's results.csv."""
+    return [str(Path(path).with_name("spectra.npz")) for path in get_batches()]
+
+
 wildcard_constraints:
     system="|".join(SYSTEMS),
     model="|".join(MODELS),
@@ -219,25 +242,3 @@ def get_final_outputs():
         outputs.append(f"{RESULTS}/fidelity/fidelity.csv")
     return outputs
 
-
-# The dataset rule declares the manifest beside the store, not the store: Snakemake deletes a
-# job's outputs before it runs and after it fails, and the last good store must survive a failed
-# rebuild. `xasflow dataset` publishes the store itself (staged, swapped in whole only when
-# complete) and writes the manifest, holding the store's checksums, last.
-DATASET_STORE = f"{RESULTS}/dataset/spectra.zarr"
-DATASET_MANIFEST = f"{DATASET_STORE}.json"
-
-
-def dataset_store(wildcards, input):
-    """The zarr store a rule reads, beside the manifest it takes as input (spectra.zarr.json)."""
-    return str(Path(input.dataset).with_suffix(""))
-
-
-def published_store(wildcards, output):
-    """The zarr store `xasflow dataset` publishes beside the manifest it writes."""
-    return str(Path(output.manifest).with_suffix(""))
-
-
-def get_batch_spectra(wildcards=None):
-    """Each batch's spectra.npz: the dataset command reads it beside the batch's results.csv."""
-    return [str(Path(path).with_name("spectra.npz")) for path in get_batches()]
