@@ -121,9 +121,10 @@ def _write_batch(folder, sites, failed=()):
                 "status": "ok" if ok else "failed",
                 "reason": "" if ok else "FEFF found no potential",
                 "engine": "feff10",
+                "energy_reference": "absolute",
                 "cache_hit": 0,
                 "cache_key": "",
-                "feff_seconds": "1.0",
+                "engine_seconds": "1.0",
                 "wall_seconds": "1.0",
                 "directory": f"{choice.frame:03d}_{choice.site:04d}_Cu",
             }
