@@ -240,7 +240,15 @@ def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
     rows = list(csv.DictReader(out.open()))
     # e0 (0.3 of the edge step) lies on the rise into the 1s->4p shoulder, near the tabulated 8979 eV
     assert len(rows) == 1 and 8976 < float(rows[0]["e0_eV"]) < 8984
-    assert np.isfinite(float(rows[0]["predicted_coordination_number"]))
+    # one epoch on three training spectra (CN 12, 8 and 6) leaves a model at the mean of its
+    # training labels: the prediction checks the standardization round trip, not learning
+    # (the default study's models on the real foils are measured in the README)
+    metrics = json.loads((tiny_run / "results/models/cnn/metrics.json").read_text())
+    dataset = open_dataset(tiny_run / "results/dataset/spectra.zarr")
+    train = np.isin(dataset["system"].values, metrics["train_systems"])
+    label_mean = float(dataset["coordination_number"].values[train].mean())
+    assert 6 < label_mean < 12
+    assert float(rows[0]["predicted_coordination_number"]) == pytest.approx(label_mean, abs=0.5)
 
 
 def test_predict_cli_rejects_an_unreadable_file_with_one_line_and_exit_2(tiny_run, shared_data, tmp_path):

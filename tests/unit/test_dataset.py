@@ -252,7 +252,7 @@ def test_max_failed_fraction_must_be_a_share(tmp_path):
 
     assert DatasetParams.from_config(STUDY_GRID).max_failed_fraction == 0.2
     with pytest.raises(
-        Exception, match=r"dataset\.max_failed_fraction is 1\.5; it must be a number from 0 to 1"
+        Exception, match=r"config key 'dataset\.max_failed_fraction': 1\.5 is greater than the maximum of 1"
     ):
         DatasetParams.from_config({**STUDY_GRID, "max_failed_fraction": 1.5})
 

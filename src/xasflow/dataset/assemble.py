@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from xasflow import __version__
-from xasflow.config import ConfigError, config_hash
+from xasflow.config import config_hash, validate_sections
 from xasflow.dataset.schema import build_dataset, write_dataset
 from xasflow.errors import UserError
 from xasflow.experiment.alignment import normalize_xanes
@@ -84,10 +84,9 @@ class DatasetParams:
 
     @classmethod
     def from_config(cls, section: dict) -> DatasetParams:
-        """From the validated ``dataset`` config section (``max_failed_fraction`` may be absent)."""
-        limit = section.get("max_failed_fraction", MAX_FAILED_FRACTION)
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0.0 <= limit <= 1.0:
-            raise ConfigError(f"dataset.max_failed_fraction is {limit!r}; it must be a number from 0 to 1")
+        """From a ``dataset`` config section, validated here against the schema (its defaults filled)."""
+        section = validate_sections({"dataset": section}, source="dataset")["dataset"]
+        limit = section["max_failed_fraction"]
         return cls(EnergyGrid(**{key: float(section[key]) for key in GRID_KEYS}), float(limit))
 
 

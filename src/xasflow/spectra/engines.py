@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from xasflow.config import validate_sections
 from xasflow.spectra import feff
 from xasflow.spectra.cache import SpectrumCache, cache_key
 from xasflow.spectra.fdmnes import FDMNES_ENERGY_REFERENCE
@@ -222,26 +223,29 @@ class FdmnesEngine:
 def build_engine(spectra: dict, engine_name: str | None = None) -> Engine:
     """The engine a validated ``spectra`` config section (and optional per-system override) asks for.
 
-    Raises :class:`SpectraInputError` for an unknown engine name or FDMNES setting.
+    The section is validated against the config schema, which fills every default (one place
+    for them). Raises ``ConfigError`` for a key or value the schema refuses and
+    :class:`SpectraInputError` for an unknown engine name or FDMNES setting.
     """
-    name = engine_name or spectra.get("engine", "feff10")
+    spectra = validate_sections({"spectra": spectra}, source="spectra")["spectra"]
+    name = engine_name or spectra["engine"]
     if name not in ENGINE_NAMES:
         raise SpectraInputError(
             f"spectrum engine '{name}' is not known; use one of {', '.join(ENGINE_NAMES)}"
         )
     if name == "fdmnes":
-        return FdmnesEngine(_fdmnes_params(dict(spectra.get("fdmnes", {}))))
+        return FdmnesEngine(_fdmnes_params(dict(spectra["fdmnes"])))
     params = FeffParams.from_config(spectra)
     if name == "feff10":
         return Feff10Engine(params)
-    command = spectra.get("feff_command")
+    command = spectra["feff_command"]
     if not command or isinstance(command, str):
         raise SpectraInputError(
             f"spectrum engine 'feff' needs spectra.feff_command as a list of arguments, e.g. [feff] "
             f"or [mpirun, -n, '4', feff]; got {command!r}"
         )
     return FeffExecutableEngine(
-        replace(params, dialect=spectra.get("feff_dialect", "feff10")), tuple(str(word) for word in command)
+        replace(params, dialect=spectra["feff_dialect"]), tuple(str(word) for word in command)
     )
 
 
