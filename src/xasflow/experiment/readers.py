@@ -285,23 +285,21 @@ def _utf16_without_mark(sample: bytes) -> str | None:
 # XDI
 
 
-class _XDIFileNoArrays(XDIFile):
-    """Larch's C-library XDI reader without its array post-processing.
-
-    ``XDIFile._assign_arrays`` converts angle to energy and forms mutrans, and raises on an
-    unparsable ``Mono.d_spacing`` (BadFiles.txt bad_31, which must be readable). Energy and mu are
-    formed in this module instead, from ``data``, ``array_labels`` and ``array_units``.
-    """
-
-    def _assign_arrays(self):
-        return None
+# Larch's XDI readers finish by converting angle <-> energy with ``Mono.d_spacing`` and raise
+# when that value is not a number (BadFiles.txt bad_31, whose data are fine and must be read).
+# Such a line is left out of the copy Larch reads, with a warning; energy and mu are formed in
+# this module from ``data``, ``array_labels`` and ``array_units`` either way.
+_D_SPACING_LINE = re.compile(r"^\s*#\s*mono(?:chromator)?\.d_spacing\s*:\s*(?P<value>.*)$", re.IGNORECASE)
 
 
-class _PyXDIFileNoArrays(PyXDIFile):
-    """Larch's pure-Python XDI reader, used only when the XDI C library cannot be loaded."""
-
-    def _assign_arrays(self):
-        return None
+def _unusable_d_spacing(text: str) -> str | None:
+    """The ``Mono.d_spacing`` value when it is present and its first word is not a number."""
+    for line in text.splitlines():
+        match = _D_SPACING_LINE.match(line)
+        if match:
+            words = match.group("value").split()
+            return None if words and _parse_number(words[0]) is not None else match.group("value").strip()
+    return None
 
 
 @functools.cache
@@ -332,10 +330,14 @@ def _larch_error_text(exc: Exception) -> str:
 
 @contextlib.contextmanager
 def _xdi_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
-    """``path`` itself, or a UTF-8 copy of it for text the XDI C library cannot decode."""
-    if encoding not in _REENCODE_FOR_XDI:
+    """``path`` itself, or a UTF-8 copy of it for text the XDI C library cannot decode (or
+    without an unusable ``Mono.d_spacing`` line)."""
+    drop_d_spacing = _unusable_d_spacing(text) is not None
+    if encoding not in _REENCODE_FOR_XDI and not drop_d_spacing:
         yield path
         return
+    if drop_d_spacing:
+        text = "\n".join(line for line in text.splitlines() if not _D_SPACING_LINE.match(line)) + "\n"
     with tempfile.TemporaryDirectory(prefix="xasflow-xdi-") as folder:
         copy = Path(folder) / path.name
         copy.write_text(text, encoding="utf-8")
@@ -345,7 +347,7 @@ def _xdi_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
 def _open_xdi(path: Path, text: str, encoding: str):
     """Parse the XDI file with Larch; returns (reader object, True if the C library was used)."""
     strict = _xdi_library_available()
-    reader_class = _XDIFileNoArrays if strict else _PyXDIFileNoArrays
+    reader_class = XDIFile if strict else PyXDIFile
     with _xdi_readable_path(path, text, encoding) as readable:
         try:
             return reader_class(str(readable)), strict
@@ -383,6 +385,11 @@ def _is_finite_number(token: str) -> bool:
 def _read_xdi(path: Path, text: str, encoding: str, mu_column: int | str | None) -> _Parsed:
     xdi, strict = _open_xdi(path, text, encoding)
     warnings = _xdi_status_warnings(path, xdi)
+    d_spacing = _unusable_d_spacing(text)
+    if d_spacing is not None:
+        warnings.append(
+            f"Mono.d_spacing {d_spacing!r} is not a number; ignored (energy is read from its column)"
+        )
     data, labels, units = _xdi_table(path, xdi, text, warnings)
     attrs = {family: dict(entries) for family, entries in getattr(xdi, "attrs", {}).items()}
     _refuse_2d_scan(path, xdi)
