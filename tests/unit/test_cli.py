@@ -72,3 +72,14 @@ def test_an_unknown_system_is_a_user_error(config_file, tmp_path, capsys):
 def test_the_static_crystal_runs_through_the_cli(config_file, tmp_path):
     assert cli.main(_md_arguments(config_file, tmp_path)) == 0
     assert (tmp_path / "snapshots.extxyz").stat().st_size > 0
+
+
+def test_progress_lines_survive_importing_larch():
+    """Larch sets the root logger to WARNING when imported; xasflow's INFO lines (epochs, sites)
+    must still reach the job log."""
+    import logging
+
+    cli.configure_logging(verbose=False)
+    import larch  # noqa: F401
+
+    assert logging.getLogger("xasflow.models.train").isEnabledFor(logging.INFO)
