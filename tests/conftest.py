@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtual environment's xasflow, snakemake, ...
 
 
 def _candidate_folders() -> list[Path]:
@@ -39,3 +44,47 @@ def shared_data() -> Path:
         f"reference data folder not found (looked in {', '.join(map(str, candidates))}); "
         "set XASFLOW_SHARED_DATA to the shared/data folder"
     )
+
+
+@pytest.fixture(scope="session")
+def workflow_environment() -> dict[str, str]:
+    """Environment for the subprocesses tests start: this environment's executables first on
+    PATH, this checkout's sources first on PYTHONPATH, one thread per process."""
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(REPOSITORY / "src"),
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def run_snakemake(workflow_environment) -> Callable[..., subprocess.CompletedProcess]:
+    """``run(workdir, configfiles, *arguments, cores=2, timeout=1500)``: the repository's
+    Snakefile run in ``workdir`` with the given config file(s); returns the finished process."""
+
+    def run(
+        workdir: Path,
+        configfiles: Path | list[Path],
+        *arguments: str,
+        cores: int = 2,
+        timeout: float = 1500,
+    ) -> subprocess.CompletedProcess:
+        files = configfiles if isinstance(configfiles, list) else [configfiles]
+        command = [
+            str(BIN / "snakemake"),
+            "--snakefile",
+            str(REPOSITORY / "Snakefile"),
+            "--configfile",
+            *map(str, files),
+            "--directory",
+            str(workdir),
+            "--cores",
+            str(cores),
+            *arguments,
+        ]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=workflow_environment, timeout=timeout
+        )
+
+    return run

@@ -9,11 +9,14 @@ previous target untouched and removes the temporary file.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -97,8 +100,7 @@ def staged_directory(target: str | Path, replace: bool = True) -> Iterator[Path]
                     raise
             return
         if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.retired.", dir=target.parent))
-            os.replace(target, retired / target.name)
+            retired = _move_aside(target, "retired")
             os.replace(staging, target)
             shutil.rmtree(retired, ignore_errors=True)
         else:
@@ -108,17 +110,49 @@ def staged_directory(target: str | Path, replace: bool = True) -> Iterator[Path]
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _move_aside(target: Path, reason: str) -> Path:
+    """Rename ``target`` into a fresh hidden folder ``.<name>.<reason>.*`` beside it (atomic);
+    return that folder."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.{reason}.", dir=target.parent))
+    os.replace(target, aside / target.name)
+    return aside
+
+
+def discard_directory(target: str | Path) -> None:
+    """Remove the folder ``target``: renamed aside first (atomic), so no reader meets it half
+    removed. A folder another process removed first is not an error."""
+    target = Path(target)
+    try:
+        aside = _move_aside(target, "discarded")
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def remove_staging_leftovers(target: str | Path) -> list[Path]:
-    """Remove staging/retired folders and temporary files a killed writer left beside ``target``."""
+    """Tidy what a killed writer left beside ``target``; return the paths removed.
+
+    A kill between the two renames of ``staged_directory(replace=True)`` leaves no ``target``
+    and the previous one in its retired folder: that copy, the last good one, is put back
+    first. Staging, retired and discarded folders and temporary files are then removed.
+    """
     target = Path(target)
     if not target.parent.is_dir():
         return []
+    if not target.exists():
+        for retired in sorted(target.parent.glob(f".{target.name}.retired.*/{target.name}")):
+            os.replace(retired, target)
+            logger.warning("restored %s from %s, left by an interrupted write", target, retired)
+            break
     removed = []
     for leftover in target.parent.glob(f".{target.name}.*"):
-        if leftover.name.endswith(".tmp") or ".staging." in leftover.name or ".retired." in leftover.name:
+        if leftover.name.endswith(".tmp") or any(
+            f".{kind}." in leftover.name for kind in ("staging", "retired", "discarded")
+        ):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
+            logger.warning("removed %s, left by an interrupted write", leftover)
             removed.append(leftover)
     return removed

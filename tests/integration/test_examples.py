@@ -6,8 +6,6 @@ runs: MD -> labels -> sites -> FEFF10 -> dataset -> model.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,26 +21,16 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def run_example(name: str, workdir: Path) -> subprocess.CompletedProcess:
-    command = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(ROOT / "config" / "examples" / f"{name}.yaml"),
-        str(ROOT / "tests" / "configs" / "examples" / f"{name}.tiny.yaml"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
+def _example_configs(name: str) -> list[Path]:
+    return [
+        ROOT / "config" / "examples" / f"{name}.yaml",
+        ROOT / "tests" / "configs" / "examples" / f"{name}.tiny.yaml",
     ]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
 
 
-def _finished(name: str, tmp_path_factory) -> Path:
+def _finished(name: str, tmp_path_factory, run_snakemake) -> Path:
     workdir = tmp_path_factory.mktemp(name)
-    result = run_example(name, workdir)
+    result = run_snakemake(workdir, _example_configs(name), timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     results = workdir / "results"
     summary = json.loads((results / "dataset" / "summary.json").read_text())
@@ -56,8 +44,8 @@ def _finished(name: str, tmp_path_factory) -> Path:
     return results
 
 
-def test_iron_bcc_fcc_and_bain_path(tmp_path_factory):
-    results = _finished("fe_bcc_fcc", tmp_path_factory)
+def test_iron_bcc_fcc_and_bain_path(tmp_path_factory, run_snakemake):
+    results = _finished("fe_bcc_fcc", tmp_path_factory, run_snakemake)
     bcc = read_labels(results / "structures" / "bcc_300K" / "labels.npz")
     # thermal motion at 300 K keeps the bcc shells apart: about 8 + 6 neighbours
     assert bcc["shell_cn"].mean(axis=0) == pytest.approx([8, 6], abs=0.5)
@@ -69,8 +57,8 @@ def test_iron_bcc_fcc_and_bain_path(tmp_path_factory):
     assert dataset["shell_cn"].shape[1] == 2
 
 
-def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory):
-    results = _finished("ptcu_nanoparticles", tmp_path_factory)
+def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory, run_snakemake):
+    results = _finished("ptcu_nanoparticles", tmp_path_factory, run_snakemake)
     segregated = json.loads((results / "structures" / "ptcu_cubo147_mc" / "labels.json").read_text())
     random = json.loads((results / "structures" / "ptcu_cubo147_random" / "labels.json").read_text())
     assert segregated["surface_segregation"]["Cu"] > random["surface_segregation"]["Cu"]
@@ -81,8 +69,8 @@ def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory):
     assert np.allclose(dataset["partial_cn"].sum("element"), dataset["coordination_number"])
 
 
-def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory):
-    results = _finished("alcu_polycrystal", tmp_path_factory)
+def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory, run_snakemake):
+    results = _finished("alcu_polycrystal", tmp_path_factory, run_snakemake)
     for system in ("alcu5_random", "alcu5_mc", "alcu2_mc", "alcu5_zhou_mc"):
         summary = json.loads((results / "structures" / system / "labels.json").read_text())
         # two grains in a 20 A box: both grain interiors (fcc) and boundaries are present
@@ -102,8 +90,8 @@ def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory):
     assert set(np.unique(dataset["grain_boundary"].values)) <= {0, 1}
 
 
-def test_siox_glasses_at_nine_compositions_and_silica(tmp_path_factory):
-    results = _finished("siox_amorphous", tmp_path_factory)
+def test_siox_glasses_at_nine_compositions_and_silica(tmp_path_factory, run_snakemake):
+    results = _finished("siox_amorphous", tmp_path_factory, run_snakemake)
     means = {}
     for record in sorted((results / "structures").glob("siox_*/labels.json")):
         summary = json.loads(record.read_text())

@@ -5,9 +5,7 @@ results_dir on a shell line. The dry runs stop while Snakemake reads the workflo
 """
 
 import ast
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,29 +24,17 @@ def _crystal_study(**sections) -> dict:
     }
 
 
-def _snakemake(workdir: Path, config: dict | str, *arguments: str) -> subprocess.CompletedProcess:
+def _write_study(workdir: Path, config: dict | str) -> Path:
     configfile = workdir / "study.yaml"
     configfile.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
-    command = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(configfile),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "1",
-        *arguments,
-    ]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return configfile
 
 
-def test_a_command_substitution_in_results_dir_never_runs(tmp_path):
+def test_a_command_substitution_in_results_dir_never_runs(tmp_path, run_snakemake):
     results = "res$(touch PWNED)"
-    result = _snakemake(
-        tmp_path, _crystal_study(results_dir=results), f"{results}/structures/crystal_Cu/md.json"
+    configfile = _write_study(tmp_path, _crystal_study(results_dir=results))
+    result = run_snakemake(
+        tmp_path, configfile, f"{results}/structures/crystal_Cu/md.json", cores=1, timeout=600
     )
     assert not (tmp_path / "PWNED").exists()
     assert result.returncode != 0
@@ -87,8 +73,8 @@ def _with_potential(file: str, **system) -> dict:
     ],
     ids=["missing-potential", "too-many-sites", "duplicate-key"],
 )
-def test_snakemake_refuses_the_study_before_any_job(tmp_path, config, message):
-    result = _snakemake(tmp_path, config, "-n")
+def test_snakemake_refuses_the_study_before_any_job(tmp_path, run_snakemake, config, message):
+    result = run_snakemake(tmp_path, _write_study(tmp_path, config), "-n", cores=1, timeout=600)
     assert result.returncode != 0, result.stdout[-2000:]
     assert message in result.stderr
     assert "Job stats" not in result.stdout

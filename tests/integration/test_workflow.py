@@ -27,26 +27,6 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def _env():
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
-
-
-def snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(configfile),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *extra,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=1500)
-
-
 def _shared_folder() -> Path | None:
     from conftest import _candidate_folders  # tests/conftest.py, on sys.path under pytest
 
@@ -82,9 +62,9 @@ def tiny_config(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, run_snakemake):
     workdir = tmp_path_factory.mktemp("tiny")
-    result = snakemake(workdir, tiny_config(workdir))
+    result = run_snakemake(workdir, tiny_config(workdir))
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -161,8 +141,8 @@ def test_pseudo_experiment_is_predicted_by_both_models(tiny_run):
     assert (tiny_run / "results/inference/predictions_rdf.csv").stat().st_size > 0
 
 
-def test_rerun_has_nothing_to_do(tiny_run):
-    result = snakemake(tiny_run, tiny_run / "study.yaml", "-n")
+def test_rerun_has_nothing_to_do(tiny_run, run_snakemake):
+    result = run_snakemake(tiny_run, tiny_run / "study.yaml", "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -172,12 +152,12 @@ def _job_counts(output: str) -> dict[str, int]:
     return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def test_changing_one_structure_model_reruns_only_its_jobs(tiny_run, tmp_path):
+def test_changing_one_structure_model_reruns_only_its_jobs(tiny_run, tmp_path, run_snakemake):
     config = yaml.safe_load((tiny_run / "study.yaml").read_text())
     config["systems"]["np_cubo_55"]["temperature"] = 350
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
-    result = snakemake(tiny_run, changed, "-n")
+    result = run_snakemake(tiny_run, changed, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     counts = _job_counts(result.stdout)
     validated = load_config(changed)
@@ -224,7 +204,7 @@ def test_every_prediction_carries_its_distance_to_the_training_spectra(tiny_run,
     assert calibration_foil and all(row["out_of_distribution"] == "false" for row in calibration_foil)
 
 
-def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
+def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path, workflow_environment):
     out = tmp_path / "foil.csv"
     command = [
         str(BIN / "xasflow"),
@@ -235,7 +215,7 @@ def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
         "--out",
         str(out),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=_env())
+    result = subprocess.run(command, capture_output=True, text=True, env=workflow_environment)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
     # e0 (0.3 of the edge step) lies on the rise into the 1s->4p shoulder, near the tabulated 8979 eV
@@ -251,7 +231,9 @@ def test_predict_cli_on_the_measured_cu_foil(tiny_run, shared_data, tmp_path):
     assert float(rows[0]["predicted_coordination_number"]) == pytest.approx(label_mean, abs=0.5)
 
 
-def test_predict_cli_rejects_an_unreadable_file_with_one_line_and_exit_2(tiny_run, shared_data, tmp_path):
+def test_predict_cli_rejects_an_unreadable_file_with_one_line_and_exit_2(
+    tiny_run, shared_data, tmp_path, workflow_environment
+):
     bad = shared_data / "xdi-baddata" / "bad_15.xdi"
     out = tmp_path / "none.csv"
     command = [
@@ -263,32 +245,32 @@ def test_predict_cli_rejects_an_unreadable_file_with_one_line_and_exit_2(tiny_ru
         "--out",
         str(out),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=_env())
+    result = subprocess.run(command, capture_output=True, text=True, env=workflow_environment)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(bad) in lines[0]
     assert not out.exists()
 
 
-def test_bad_config_key_fails_before_any_job(tmp_path):
+def test_bad_config_key_fails_before_any_job(tmp_path, run_snakemake):
     config = yaml.safe_load(TINY.read_text())
     config["spectra"]["fms_radios"] = 5.0
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = snakemake(workdir, bad)
+    result = run_snakemake(workdir, bad)
     assert result.returncode != 0
     assert "spectra.fms_radios" in result.stderr
     assert not (workdir / "results").exists()
 
 
-def test_wrong_type_fails_naming_the_key(tmp_path):
+def test_wrong_type_fails_naming_the_key(tmp_path, run_snakemake):
     config = yaml.safe_load(TINY.read_text())
     config["spectra"]["batch_size"] = "two"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
-    result = snakemake(tmp_path, bad, "-n")
+    result = run_snakemake(tmp_path, bad, "-n")
     assert result.returncode != 0
     assert "spectra.batch_size" in result.stderr and "integer" in result.stderr
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)

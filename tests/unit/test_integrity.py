@@ -412,32 +412,11 @@ def _results_tree(workdir):
     return results
 
 
-def _snakemake(workdir, *arguments):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    binaries = Path(sys.executable).parent
-    environment = {
-        **os.environ,
-        "PATH": f"{binaries}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(root / "src"),
-    }
-    command = [
-        str(binaries / "snakemake"),
-        "--snakefile",
-        str(root / "Snakefile"),
-        "--directory",
-        str(workdir),
-    ]
-    command += ["--configfile", str(workdir / "study.yaml"), "--cores", "1", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
-
-
 @pytest.mark.slow
-def test_a_failed_rebuild_under_snakemake_keeps_the_last_good_store(tmp_path):
+def test_a_failed_rebuild_under_snakemake_keeps_the_last_good_store(tmp_path, run_snakemake):
+    def _snakemake(workdir, *arguments):
+        return run_snakemake(workdir, workdir / "study.yaml", *arguments, cores=1, timeout=600)
+
     (tmp_path / "study.yaml").write_text(SMALL_STUDY)
     results = _results_tree(tmp_path)
     store = results / "dataset" / "spectra.zarr"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import zipfile
 import zlib
 from collections import Counter
@@ -137,7 +136,7 @@ def assemble(
     batch cannot be read or does not match the site manifests, or when no spectrum succeeded.
     """
     out_path = Path(out_path)
-    recover_interrupted_write(out_path)
+    remove_staging_leftovers(out_path)  # and put back the last good store a killed swap left aside
     params = DatasetParams.from_config(config["dataset"])
     choices = {(c.system, c.frame, c.site): c for m in manifests for c in read_manifest(m)}
     rows = read_batches(batch_dirs)
@@ -154,22 +153,6 @@ def assemble(
     write_dataset(dataset, out_path)
     logger.info("dataset %s: %d spectra, %d failed", out_path, summary["succeeded"], summary["failed"])
     return summary
-
-
-def recover_interrupted_write(store: Path) -> None:
-    """Undo what a killed dataset write left beside ``store``, keeping the last good store.
-
-    ``staged_directory`` renames the old store aside (``.<name>.retired.*/<name>``) just before
-    renaming the new one in: a kill between the two renames leaves no store, and the retired
-    copy is then the last good one, restored here before the leftovers are removed.
-    """
-    if not store.exists():
-        for retired in sorted(store.parent.glob(f".{store.name}.retired.*/{store.name}")):
-            os.replace(retired, store)
-            logger.warning("restored %s from %s, left by an interrupted dataset write", store, retired)
-            break
-    for leftover in remove_staging_leftovers(store):
-        logger.warning("removed %s, left by an interrupted dataset write", leftover)
 
 
 def read_batches(batch_dirs: list[str | Path]) -> list[dict]:

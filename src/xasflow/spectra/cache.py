@@ -19,10 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xasflow.fileio import staged_directory
+from xasflow.fileio import discard_directory, staged_directory
 from xasflow.spectra.runner import environment_cause
 
 logger = logging.getLogger(__name__)
@@ -205,14 +203,9 @@ def _check_arrays(energy: np.ndarray, mu: np.ndarray) -> None:
 
 
 def _discard(entry: Path) -> None:
-    """Remove a damaged entry: renamed aside first (atomic), so no reader meets it half-removed."""
+    """Remove a damaged entry (renamed aside first, so no reader meets it half removed)."""
     try:
-        retired = Path(tempfile.mkdtemp(prefix=f".{entry.name}.retired.", dir=entry.parent))
-        os.replace(entry, retired / entry.name)
-    except FileNotFoundError:
-        return  # another job removed it first
+        discard_directory(entry)
     except OSError as error:
         logger.warning("cannot move damaged cache entry %s aside (%s); removing it in place", entry, error)
         shutil.rmtree(entry, ignore_errors=True)
-        return
-    shutil.rmtree(retired, ignore_errors=True)
