@@ -148,6 +148,7 @@ def train_config_json(wildcards):
         {
             "training": {
                 "models": {wildcards.model: config["training"]["models"][wildcards.model]},
+                "targets": config["training"]["targets"],
                 "val_systems": config["training"]["val_systems"],
                 "test_systems": config["training"]["test_systems"],
                 "augmentation": config["training"]["augmentation"],

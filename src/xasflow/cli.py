@@ -178,23 +178,29 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from xasflow.models import TrainParams, train_model
+def _train_inputs(args: argparse.Namespace):
+    """The TrainParams, augmentation and calibration of ``--model`` in the config."""
+    from xasflow.models import TrainParams
+    from xasflow.models.augment import AugmentationParams
 
     config = _config(args)
     training = config["training"]
     pseudo = config["inference"].get("pseudo_experiment")  # optional: no default
     held_out = pseudo["system"] if pseudo else None
+    if args.model not in training["models"]:
+        raise ConfigError(
+            f"training.models has no model {args.model!r}; valid: {', '.join(training['models'])}"
+        )
+    model = dict(training["models"][args.model])
+    model.setdefault("targets", training.get("targets") or [])  # the study's targets by default
     params = TrainParams.from_dict(
         {
-            **training["models"][args.model],
+            **model,
             "val_systems": tuple(training["val_systems"]),
             "test_systems": tuple(training["test_systems"]),
             "exclude_systems": (held_out,) if held_out else (),
         }
     )
-    from xasflow.models.augment import AugmentationParams
-
     augmentation = AugmentationParams(**training["augmentation"])
     calibration = None
     if args.calibration:
@@ -202,8 +208,27 @@ def cmd_train(args: argparse.Namespace) -> int:
             calibration = json.loads(Path(args.calibration).read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise ConfigError(f"{args.calibration}: not a readable calibration record ({error})") from error
+    return params, augmentation, calibration
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from xasflow.models import train_model
+
+    params, augmentation, calibration = _train_inputs(args)
     metrics = train_model(args.dataset, params, args.out_dir, augmentation, calibration)
-    logger.info("%s: %s", args.model, json.dumps(metrics, default=str)[:500])
+    logger.info("%s: winners per target %s", args.model, json.dumps(metrics["winners"]))
+    return 0
+
+
+def cmd_windows(args: argparse.Namespace) -> int:
+    from xasflow.models.windows import parse_windows, window_study
+
+    params, augmentation, calibration = _train_inputs(args)
+    windows = parse_windows(args.window)
+    rows = window_study(args.dataset, params, windows, args.out_dir, augmentation, calibration)
+    for row in rows:
+        if row["model"] == "network" and row["skill"] is not None:
+            print(f"{row['window']:12s} {row['target']:24s} skill {row['skill']:.3f}")
     return 0
 
 
@@ -351,6 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration", help="calibration.json from `xasflow fidelity`: applied to simulated spectra"
     )
     train.set_defaults(handler=cmd_train)
+
+    windows = commands.add_parser(
+        "windows", help="retrain one model on energy windows: which region carries which target"
+    )
+    _add_config(windows)
+    windows.add_argument("--model", required=True, help="a name under training.models")
+    windows.add_argument("--dataset", required=True)
+    windows.add_argument("--out-dir", required=True)
+    windows.add_argument(
+        "--window",
+        action="append",
+        help="NAME:LOW:HIGH in eV relative to E0 (repeatable); default pre-edge, edge, white line, "
+        "post-edge, EXAFS onset and the whole grid",
+    )
+    windows.add_argument("--calibration", help="calibration.json from `xasflow fidelity`")
+    windows.set_defaults(handler=cmd_windows)
 
     pseudo = commands.add_parser(
         "pseudo-experiment", help="pseudo-experimental spectrum of a held-out system"

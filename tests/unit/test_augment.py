@@ -11,6 +11,7 @@ import pytest
 from xasflow.models.augment import AugmentationParams, augment_spectrum
 from xasflow.models.data import AugmentedSpectra, Normalization, SpectrumArrays
 from xasflow.models.ood import distance_threshold, nearest_distance, reference_spectra
+from xasflow.models.targets import parse_targets
 
 ENERGY = np.arange(-12.0, 45.0 + 1e-9, 0.75)
 
@@ -34,13 +35,16 @@ def _arrays(n_frames: int = 2, sites: int = 4) -> SpectrumArrays:
     system = np.repeat(["a", "b"], n_frames * sites)
     frame = np.tile(np.repeat(np.arange(n_frames), sites), 2)
     return SpectrumArrays(
-        mu=mu.astype(np.float32), coordination_number=cn, rdf=rdf, system=system, frame=frame
+        mu=mu.astype(np.float32),
+        targets={"coordination_number": cn, "rdf": rdf},
+        system=system,
+        frame=frame,
     )
 
 
 def _dataset(params: AugmentationParams, arrays: SpectrumArrays | None = None) -> AugmentedSpectra:
     arrays = arrays or _arrays()
-    normalization = Normalization.fit(arrays.mu, arrays.coordination_number, arrays.rdf)
+    normalization = Normalization.fit(arrays.mu, arrays.targets, parse_targets(None))
     return AugmentedSpectra(arrays, normalization, ENERGY, params)
 
 
@@ -65,9 +69,11 @@ def test_augmentation_without_averaging_keeps_the_labels():
     dataset = _dataset(AugmentationParams(seed=2), arrays)
     for index in range(len(arrays)):
         for _ in range(3):
-            _, cn, rdf = dataset.draw(index)
-            assert cn == pytest.approx(float(arrays.coordination_number[index]))
-            assert np.allclose(rdf, arrays.rdf[index])
+            _, targets = dataset.draw(index)
+            assert targets["coordination_number"] == pytest.approx(
+                float(arrays.targets["coordination_number"][index])
+            )
+            assert np.allclose(targets["rdf"], arrays.targets["rdf"][index])
 
 
 def test_site_averages_carry_the_mean_labels_of_their_own_system_and_frame():
@@ -77,7 +83,8 @@ def test_site_averages_carry_the_mean_labels_of_their_own_system_and_frame():
     sizes = set()
     for index in range(len(arrays)):
         for _ in range(5):
-            mu, cn, rdf = dataset.draw(index)
+            mu, targets = dataset.draw(index)
+            cn, rdf = targets["coordination_number"], targets["rdf"]
             group = np.flatnonzero(
                 (arrays.system == arrays.system[index]) & (arrays.frame == arrays.frame[index])
             )
@@ -90,8 +97,8 @@ def test_site_averages_carry_the_mean_labels_of_their_own_system_and_frame():
             assert matches, "the augmented spectrum is not an average of its own system and frame"
             subset = matches[0]
             sizes.add(len(subset))
-            assert cn == pytest.approx(float(arrays.coordination_number[subset].mean()), abs=1e-5)
-            assert np.allclose(rdf, arrays.rdf[subset].mean(axis=0), atol=1e-6)
+            assert cn == pytest.approx(float(arrays.targets["coordination_number"][subset].mean()), abs=1e-5)
+            assert np.allclose(rdf, arrays.targets["rdf"][subset].mean(axis=0), atol=1e-6)
     assert sizes == {1, 2, 3, 4}
 
 

@@ -16,6 +16,7 @@ from xasflow.dataset.schema import DatasetSchemaError, build_dataset, write_data
 from xasflow.errors import UserError
 from xasflow.inference.predict import load_predictor
 from xasflow.models import (
+    MultiscaleCNN,
     SpectrumCNN,
     SpectrumDataModule,
     SpectrumMLP,
@@ -27,6 +28,7 @@ from xasflow.models import (
 
 N_ENERGY = 64
 N_R = 60
+HEADS = {"coordination_number": 1, "rdf": N_R}
 # system name -> (mean, spread) of its site coordination numbers; the test system has a wide spread
 SYSTEMS = {
     "np_small_300K": (6.0, 2.0),
@@ -88,7 +90,7 @@ def _params(**overrides) -> TrainParams:
         max_epochs=40,
         batch_size=16,
         learning_rate=3e-3,
-        rdf_weight=0.1,
+        targets=({"variable": "coordination_number"}, {"variable": "rdf", "weight": 0.1}),
         hidden_sizes=(64, 32),
         channels=(8, 16),
         kernel_size=5,
@@ -128,30 +130,34 @@ def trained(request, dataset_path, tmp_path_factory):
 @pytest.mark.parametrize(
     "network",
     [
-        SpectrumCNN(N_ENERGY, N_R, channels=(4, 8, 8), kernel_size=3, hidden_sizes=(16,)),
-        SpectrumCNN(N_ENERGY, N_R, channels=(4,), kernel_size=4, hidden_sizes=()),
-        SpectrumMLP(N_ENERGY, N_R, hidden_sizes=(32, 16), dropout=0.2),
-        SpectrumMLP(N_ENERGY, N_R, hidden_sizes=()),
+        SpectrumCNN(N_ENERGY, HEADS, channels=(4, 8, 8), kernel_size=3, hidden_sizes=(16,)),
+        SpectrumCNN(N_ENERGY, HEADS, channels=(4,), kernel_size=4, hidden_sizes=()),
+        SpectrumMLP(N_ENERGY, HEADS, hidden_sizes=(32, 16), dropout=0.2),
+        SpectrumMLP(N_ENERGY, HEADS, hidden_sizes=()),
+        MultiscaleCNN(N_ENERGY, HEADS, channels=(4, 8), kernel_sizes=(3, 9, 21), hidden_sizes=(16,)),
     ],
-    ids=["cnn", "cnn_even_kernel", "mlp", "linear"],
+    ids=["cnn", "cnn_even_kernel", "mlp", "linear", "multiscale"],
 )
 def test_forward_shapes(network):
     output = network(torch.randn(5, N_ENERGY))
     assert set(output) == {"coordination_number", "rdf"}
-    assert output["coordination_number"].shape == (5,)
+    assert output["coordination_number"].shape == (5, 1)
     assert output["rdf"].shape == (5, N_R)
 
 
-@pytest.mark.parametrize("architecture, network_type", [("cnn", SpectrumCNN), ("mlp", SpectrumMLP)])
+@pytest.mark.parametrize(
+    "architecture, network_type", [("cnn", SpectrumCNN), ("mlp", SpectrumMLP), ("multiscale", MultiscaleCNN)]
+)
 def test_build_network_follows_params(architecture, network_type):
-    network = build_network(_params(architecture=architecture), N_ENERGY, N_R)
-    assert isinstance(network, network_type)
-    assert network(torch.randn(2, N_ENERGY))["rdf"].shape == (2, N_R)
+    network = build_network(_params(architecture=architecture, ensemble=3), N_ENERGY, HEADS)
+    assert len(network.members) == 3
+    assert all(isinstance(member, network_type) for member in network.members)
+    assert network(torch.randn(2, N_ENERGY))["rdf"].shape == (3, 2, N_R)
 
 
 def test_cnn_too_many_blocks_raises():
     with pytest.raises(ValueError, match="leave no energy points"):
-        SpectrumCNN(8, N_R, channels=(4, 4, 4, 4), kernel_size=3)
+        SpectrumCNN(8, HEADS, channels=(4, 4, 4, 4), kernel_size=3)
 
 
 # --- parameters and splits ------------------------------------------------------------------------
@@ -221,8 +227,8 @@ def test_datamodule_splits_by_system(dataset_path):
         assert len(datamodule.arrays(name)) == len(systems) * FRAMES * SITES
     # statistics come from the training split only
     train = datamodule.arrays("train")
-    assert datamodule.normalization.coordination_number_mean == pytest.approx(
-        float(np.mean(train.coordination_number))
+    assert datamodule.normalization.targets["coordination_number"].mean == pytest.approx(
+        float(np.mean(train.targets["coordination_number"]))
     )
     np.testing.assert_allclose(datamodule.normalization.mu_mean, train.mu.mean(axis=0), rtol=1e-5)
     batch = next(iter(datamodule.train_dataloader()))
@@ -249,7 +255,7 @@ def test_unknown_system_raises(dataset_path):
 
 def test_training_writes_outputs_and_beats_baseline(trained):
     params, out_dir, metrics = trained
-    for name in ("model.ckpt", "metrics.json", "parity.png", "loss.png"):
+    for name in ("model.ckpt", "metrics.json", "parity.png", "loss.png", "reliability.png", "comparison.csv"):
         assert (out_dir / name).is_file(), name
     assert (out_dir / "logs" / "metrics.csv").is_file()
     assert json.loads((out_dir / "metrics.json").read_text()) == metrics
@@ -261,12 +267,14 @@ def test_training_writes_outputs_and_beats_baseline(trained):
         "train_systems",
         "val_systems",
         "test_systems",
-        "test_cn_mae",
-        "test_cn_r2",
+        "test_coordination_number_mae",
+        "test_coordination_number_r2",
         "test_rdf_mae",
-        "baseline_test_cn_mae",
-        "baseline_test_cn_r2",
+        "baseline_test_coordination_number_mae",
+        "baseline_test_coordination_number_r2",
         "baseline_test_rdf_mae",
+        "targets",
+        "winners",
         "epochs_run",
         "wall_seconds",
         "versions",
@@ -277,8 +285,8 @@ def test_training_writes_outputs_and_beats_baseline(trained):
     assert metrics["test_systems"] == list(TEST_SYSTEMS)
     assert metrics["epochs_run"] == params.max_epochs
     # a real check: a network that did not learn the white line scores about the baseline
-    assert metrics["test_cn_mae"] < 0.5 * metrics["baseline_test_cn_mae"], metrics
-    assert metrics["test_cn_r2"] > 0.5, metrics
+    assert metrics["test_coordination_number_mae"] < 0.5 * metrics["baseline_test_coordination_number_mae"]
+    assert metrics["test_coordination_number_r2"] > 0.5, metrics
     assert metrics["test_rdf_mae"] < metrics["baseline_test_rdf_mae"], metrics
 
 
@@ -304,17 +312,16 @@ def test_predictor_round_trip(trained, dataset_path):
     test = datamodule.arrays("test")
     with torch.no_grad():
         direct = module(torch.from_numpy(datamodule.normalization.standardize_mu(test.mu)))
-    direct_cn = datamodule.normalization.unstandardize_coordination_number(
-        direct["coordination_number"].numpy()
-    )
+    scales = datamodule.normalization.targets
+    direct_cn = scales["coordination_number"].decode(direct["coordination_number"].numpy()[0, :, 0])
 
     predicted = predictor.predict(test.mu)
     assert predicted["coordination_number"].shape == (20,) and predicted["rdf"].shape == (20, N_R)
     np.testing.assert_allclose(predicted["coordination_number"], direct_cn, atol=1e-5)
-    direct_rdf = direct["rdf"].numpy() + datamodule.normalization.rdf_mean
+    direct_rdf = direct["rdf"].numpy()[0] + scales["rdf"].mean
     np.testing.assert_allclose(predicted["rdf"], direct_rdf, atol=1e-5)
-    mae = float(np.mean(np.abs(predicted["coordination_number"] - test.coordination_number)))
-    assert mae == pytest.approx(metrics["test_cn_mae"], abs=1e-5)
+    mae = float(np.mean(np.abs(predicted["coordination_number"] - test.targets["coordination_number"])))
+    assert mae == pytest.approx(metrics["test_coordination_number_mae"], abs=1e-5)
 
 
 def test_predictor_rejects_wrong_energy_length(trained):

@@ -12,6 +12,7 @@ from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.fidelity import fit_calibration
 from xasflow.models.data import Normalization
 from xasflow.models.ood import distance_threshold, nearest_distance, reference_spectra
+from xasflow.models.targets import parse_targets
 from xasflow.spectra.engines import Feff10Engine, with_shared_potential
 from xasflow.spectra.feff import FeffParams, cut_cluster
 from xasflow.spectrum import Spectrum
@@ -61,7 +62,8 @@ def test_fe_foil_is_flagged_and_other_cu_measurements_are_not(copper_spectra, sh
         calibrated[displacement != 0.07][:, inside],
         calibrated[displacement == 0.07][:, inside],
     )
-    normalization = Normalization.fit(train, np.full(len(train), 12.0), np.zeros((len(train), 3)))
+    labels = {"coordination_number": np.full(len(train), 12.0), "rdf": np.zeros((len(train), 3))}
+    normalization = Normalization.fit(train, labels, parse_targets(None))
     systems = np.array([f"sigma{value}" for value in displacement[displacement != 0.07]])
     references = normalization.standardize_mu(reference_spectra(train, systems, np.zeros(len(train))))
 

@@ -39,11 +39,22 @@ class Predictor:
     model: SpectrumRegressor
     checkpoint_path: Path
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Names of the model's targets, in order."""
+        return self.model.params.target_names()
+
+    @property
+    def model_card(self) -> dict:
+        return dict(self.model.model_card)
+
     def predict(self, mu: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Normalized spectra ``mu`` (n, n_energy) on :attr:`energy` -> physical predictions.
 
-        Returns ``{"coordination_number": (n,), "rdf": (n, n_r)}`` (g(r) on :attr:`r`), plus the
-        out-of-distribution distance and flag when the model has a reference set. ``names``
+        Returns, per target (:attr:`targets`), the ensemble mean, its spread and calibrated
+        intervals (see :meth:`~xasflow.models.module.SpectrumRegressor.predict_spectra`; curves
+        on :attr:`r`), plus the out-of-distribution distance and flag when the model has a
+        reference set. ``names``
         (n,) name the spectra in error messages (default: their row numbers).
 
         Raises ``ValueError`` if ``mu`` is not 2D with ``len(energy)`` columns (a caller's bug)
@@ -65,9 +76,12 @@ class Predictor:
                 f"energy grid of {self.checkpoint_path}"
             )
         prediction = self.model.predict_spectra(mu)
-        finite = np.isfinite(prediction["coordination_number"]) & np.all(
-            np.isfinite(prediction["rdf"]), axis=1
-        )
+        finite = np.ones(mu.shape[0], dtype=bool)
+        for name in self.targets:  # the values and spreads; an interval may be unbounded (inf)
+            for key in (name, f"{name}_spread", f"{name}_probabilities"):
+                if key in prediction:
+                    values = np.asarray(prediction[key], dtype=np.float64).reshape(mu.shape[0], -1)
+                    finite &= np.all(np.isfinite(values), axis=1)
         if not finite.all():
             raise PredictionError(
                 f"{names[int(np.flatnonzero(~finite)[0])]}: the model {self.checkpoint_path} predicts NaN or "

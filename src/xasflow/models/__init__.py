@@ -1,13 +1,17 @@
-"""xasflow.models: networks, training parameters, data module, Lightning module and training."""
+"""xasflow.models: targets, networks, training parameters, data module, Lightning module, training,
+baselines and calibrated uncertainty."""
 
 from xasflow.models.data import Normalization, SpectrumArrays, SpectrumDataModule
 from xasflow.models.module import SpectrumRegressor, build_network
-from xasflow.models.networks import SpectrumCNN, SpectrumMLP
+from xasflow.models.networks import Ensemble, MultiscaleCNN, SpectrumCNN, SpectrumMLP
 from xasflow.models.params import ARCHITECTURES, SystemSplit, TrainParams
-from xasflow.models.train import regression_metrics, train_model
+from xasflow.models.targets import TargetSpec, parse_targets
+from xasflow.models.train import train_model
 
 __all__ = [
     "ARCHITECTURES",
+    "Ensemble",
+    "MultiscaleCNN",
     "Normalization",
     "SpectrumArrays",
     "SpectrumCNN",
@@ -15,8 +19,9 @@ __all__ = [
     "SpectrumMLP",
     "SpectrumRegressor",
     "SystemSplit",
+    "TargetSpec",
     "TrainParams",
     "build_network",
-    "regression_metrics",
+    "parse_targets",
     "train_model",
 ]

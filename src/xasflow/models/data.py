@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from xasflow.dataset.schema import open_dataset
 from xasflow.errors import UserError
 from xasflow.experiment.fidelity import CalibrationTransform
 from xasflow.models.augment import AugmentationParams, augment_spectrum
 from xasflow.models.params import SystemSplit, TrainParams
+from xasflow.models.targets import TargetScale, TargetSpec, target_values
 
 logger = logging.getLogger(__name__)
 
@@ -32,69 +33,48 @@ MU_STD_FLOOR = 1e-2
 class Normalization:
     """Training-split statistics that map data to network space and back.
 
-    The input mu and the coordination number are standardized (z-scores); the RDF is only
-    centered, so that its loss stays a mean squared error in g(r) units while the RDF head
-    starts from the training-mean RDF instead of from zero.
+    The input mu is standardized per energy point (z-scores); each target has its own
+    :class:`~xasflow.models.targets.TargetScale` (numbers standardized, curves centred on the
+    training mean, classes indexed).
 
-    mu_mean, mu_std:           (n_energy,) per-energy mean and spread of normalized mu
-                               (``mu_std`` floored at :data:`MU_STD_FLOOR`).
-    coordination_number_mean:  mean first-shell coordination number of the training spectra.
-    coordination_number_std:   its standard deviation (1.0 if the training CN is constant).
-    rdf_mean:                  (n_r,) mean g(r) of the training spectra.
+    mu_mean, mu_std:  (n_energy,) per-energy mean and spread of normalized mu (``mu_std``
+                      floored at :data:`MU_STD_FLOOR`).
+    targets:          target name -> its scale, in the model's target order.
     """
 
     mu_mean: np.ndarray
     mu_std: np.ndarray
-    coordination_number_mean: float
-    coordination_number_std: float
-    rdf_mean: np.ndarray
+    targets: dict[str, TargetScale]
 
     @classmethod
-    def fit(cls, mu: np.ndarray, coordination_number: np.ndarray, rdf: np.ndarray) -> Normalization:
-        """Statistics of ``mu`` (n, n_energy), ``coordination_number`` (n,) and ``rdf`` (n, n_r)."""
+    def fit(
+        cls, mu: np.ndarray, targets: dict[str, np.ndarray], specs: Sequence[TargetSpec]
+    ) -> Normalization:
+        """Statistics of ``mu`` (n, n_energy) and of each target's values (``targets[name]``)."""
         mu = np.asarray(mu, dtype=np.float64)
-        coordination_number = np.asarray(coordination_number, dtype=np.float64)
-        cn_std = float(coordination_number.std())
         return cls(
             mu_mean=mu.mean(axis=0),
             mu_std=np.maximum(mu.std(axis=0), MU_STD_FLOOR),
-            coordination_number_mean=float(coordination_number.mean()),
-            coordination_number_std=cn_std if cn_std > 1e-8 else 1.0,
-            rdf_mean=np.asarray(rdf, dtype=np.float64).mean(axis=0),
+            targets={spec.name: TargetScale.fit(spec.kind, targets[spec.name]) for spec in specs},
         )
 
     def standardize_mu(self, mu: np.ndarray) -> np.ndarray:
         """(n, n_energy) normalized mu -> (n, n_energy) float32 network input."""
         return ((np.asarray(mu, dtype=np.float64) - self.mu_mean) / self.mu_std).astype(np.float32)
 
-    def standardize_coordination_number(self, coordination_number: np.ndarray) -> np.ndarray:
-        return (
-            (np.asarray(coordination_number, dtype=np.float64) - self.coordination_number_mean)
-            / self.coordination_number_std
-        ).astype(np.float32)
+    def encode_targets(self, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Physical target values -> float32 network targets (see ``TargetScale.encode``)."""
+        return {name: scale.encode(targets[name]) for name, scale in self.targets.items()}
 
-    def unstandardize_coordination_number(self, standardized: np.ndarray) -> np.ndarray:
-        return (
-            np.asarray(standardized, dtype=np.float64) * self.coordination_number_std
-            + self.coordination_number_mean
-        )
-
-    def center_rdf(self, rdf: np.ndarray) -> np.ndarray:
-        """(n, n_r) g(r) -> (n, n_r) float32 RDF target, the deviation from the training mean."""
-        return (np.asarray(rdf, dtype=np.float64) - self.rdf_mean).astype(np.float32)
-
-    def uncenter_rdf(self, centered: np.ndarray) -> np.ndarray:
-        """(n, n_r) RDF head output -> (n, n_r) g(r)."""
-        return np.asarray(centered, dtype=np.float64) + self.rdf_mean
+    def head_sizes(self) -> dict[str, int]:
+        return {name: scale.output_size for name, scale in self.targets.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and floats, for checkpoint hyperparameters."""
         return {
             "mu_mean": [float(value) for value in self.mu_mean],
             "mu_std": [float(value) for value in self.mu_std],
-            "coordination_number_mean": self.coordination_number_mean,
-            "coordination_number_std": self.coordination_number_std,
-            "rdf_mean": [float(value) for value in self.rdf_mean],
+            "targets": {name: scale.to_dict() for name, scale in self.targets.items()},
         }
 
     @classmethod
@@ -102,9 +82,7 @@ class Normalization:
         return cls(
             mu_mean=np.asarray(mapping["mu_mean"], dtype=np.float64),
             mu_std=np.asarray(mapping["mu_std"], dtype=np.float64),
-            coordination_number_mean=float(mapping["coordination_number_mean"]),
-            coordination_number_std=float(mapping["coordination_number_std"]),
-            rdf_mean=np.asarray(mapping["rdf_mean"], dtype=np.float64),
+            targets={name: TargetScale.from_dict(value) for name, value in dict(mapping["targets"]).items()},
         )
 
 
@@ -112,13 +90,12 @@ class Normalization:
 class SpectrumArrays:
     """The raw (not standardized) spectra and targets of one split.
 
-    mu (n, n_energy) normalized absorption; coordination_number (n,); rdf (n, n_r) g(r);
-    system (n,) system name and frame (n,) MD snapshot of each spectrum.
+    mu (n, n_energy) normalized absorption; targets: name -> (n,) or (n, n_r) physical values
+    (NaN where undefined); system (n,) system name and frame (n,) MD snapshot of each spectrum.
     """
 
     mu: np.ndarray
-    coordination_number: np.ndarray
-    rdf: np.ndarray
+    targets: dict[str, np.ndarray]
     system: np.ndarray
     frame: np.ndarray | None = None
 
@@ -126,32 +103,51 @@ class SpectrumArrays:
         return int(self.mu.shape[0])
 
 
-class _StandardizedSpectra(Dataset):
-    """Items ``{"mu": (n_energy,), "coordination_number": (), "rdf": (n_r,)}`` in network space."""
+class IndexBatches:
+    """Batches cut by index from tensors held in memory: no per-item Dataset, no collation.
 
-    def __init__(self, arrays: SpectrumArrays, normalization: Normalization) -> None:
-        self.mu = torch.from_numpy(normalization.standardize_mu(arrays.mu))
-        self.coordination_number = torch.from_numpy(
-            normalization.standardize_coordination_number(arrays.coordination_number)
-        )
-        self.rdf = torch.from_numpy(normalization.center_rdf(arrays.rdf))
+    ``tensors`` maps names to tensors sharing their first dimension. Each pass yields dicts of
+    ``batch_size`` rows; with ``shuffle`` the order is a fresh permutation from a private
+    generator seeded with ``seed`` (so the order depends on the seed alone). ``draw`` (optional)
+    replaces the stored rows of a batch by freshly drawn ones (augmentation): it takes the index
+    tensor and returns the batch dict.
+    """
+
+    def __init__(
+        self,
+        tensors: dict[str, torch.Tensor],
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        draw=None,
+    ) -> None:
+        self.tensors = tensors
+        self.n = int(next(iter(tensors.values())).shape[0])
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.draw = draw
 
     def __len__(self) -> int:
-        return int(self.mu.shape[0])
+        return (self.n + self.batch_size - 1) // self.batch_size
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {
-            "mu": self.mu[index],
-            "coordination_number": self.coordination_number[index],
-            "rdf": self.rdf[index],
-        }
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            if self.draw is not None:
+                yield self.draw(index)
+            else:
+                yield {name: tensor[index] for name, tensor in self.tensors.items()}
 
 
-class AugmentedSpectra(Dataset):
-    """Training items redrawn at every visit (:mod:`xasflow.models.augment`), in network space.
+class AugmentedSpectra:
+    """Training spectra redrawn at every visit (:mod:`xasflow.models.augment`), in network space.
 
     Item ``index`` at its ``k``-th visit uses ``default_rng([seed, index, k])``: reproducible
-    from the seed and the (seeded) order in which the loader asks for items.
+    from the seed and the (seeded) order in which the batches ask for items. A site average
+    gets the mean of its members' numbers, curves and probabilities; its class is that of the
+    members when they agree, else undefined (left out of the loss).
     """
 
     def __init__(
@@ -180,29 +176,47 @@ class AugmentedSpectra(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def draw(self, index: int) -> tuple[np.ndarray, float, np.ndarray]:
-        """The next augmented (mu (n_energy,), coordination number, rdf (n_r,)) of ``index``."""
-        rng = np.random.default_rng([self.params.seed, index, int(self.visits[index])])
-        self.visits[index] += 1
+    def _members(self, index: int, rng: np.random.Generator) -> np.ndarray:
         members = np.array([index])
         if self.params.site_average > 1:
             group = self.group_members[index]
             count = int(rng.integers(1, min(self.params.site_average, group.size) + 1))
             others = rng.permutation(group[group != index])[: count - 1]
             members = np.concatenate([members, others])
+        return members
+
+    def _average_targets(self, members: np.ndarray) -> dict[str, np.ndarray]:
+        averaged = {}
+        for name, scale in self.normalization.targets.items():
+            values = self.arrays.targets[name][members]
+            mean = values.mean(axis=0)
+            if scale.kind == "classification" and not np.all(values == values[0]):
+                mean = np.nan  # members of different classes: no class for their average
+            averaged[name] = np.asarray(mean, dtype=np.float64)
+        return averaged
+
+    def draw(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The next augmented (mu (n_energy,), {target: value}) of ``index``, physical units."""
+        rng = np.random.default_rng([self.params.seed, index, int(self.visits[index])])
+        self.visits[index] += 1
+        members = self._members(index, rng)
         mu = self.arrays.mu[members].mean(axis=0)
-        coordination_number = float(self.arrays.coordination_number[members].mean())
-        rdf = self.arrays.rdf[members].mean(axis=0)
-        return augment_spectrum(self.energy, mu, self.params, rng)[self.window], coordination_number, rdf
+        targets = self._average_targets(members)
+        return augment_spectrum(self.energy, mu, self.params, rng)[self.window], targets
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        mu, coordination_number, rdf = self.draw(index)
+        """The next draw of one item, in network space (for inspection; training uses :meth:`batch`)."""
+        return {name: values[0] for name, values in self.batch(torch.tensor([index])).items()}
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Network-space batch of the next draws of ``indices``."""
+        drawn = [self.draw(int(index)) for index in indices]
+        mu = np.array([item[0] for item in drawn])
+        targets = {name: np.array([item[1][name] for item in drawn]) for name in self.normalization.targets}
+        encoded = self.normalization.encode_targets(targets)
         return {
-            "mu": torch.from_numpy(self.normalization.standardize_mu(mu[None, :])[0]),
-            "coordination_number": torch.tensor(
-                self.normalization.standardize_coordination_number(np.array([coordination_number]))[0]
-            ),
-            "rdf": torch.from_numpy(self.normalization.center_rdf(rdf[None, :])[0]),
+            "mu": torch.from_numpy(self.normalization.standardize_mu(mu)),
+            **{name: torch.from_numpy(values) for name, values in encoded.items()},
         }
 
 
@@ -235,6 +249,7 @@ class SpectrumDataModule(pl.LightningDataModule):
         self.absorber: str | None = None
         self._arrays: dict[str, SpectrumArrays] = {}
         self._augmented: AugmentedSpectra | None = None
+        self._train_batches: IndexBatches | None = None
         self.window: np.ndarray | None = None  # mask of the dataset grid the model reads
         self.full_energy: np.ndarray | None = None
         self._full_train_mu: np.ndarray | None = None
@@ -258,7 +273,7 @@ class SpectrumDataModule(pl.LightningDataModule):
         self.full_energy = energy
         self._split_arrays(dataset, systems, split, mu.astype(np.float32))
         train = self._arrays["train"]
-        self.normalization = Normalization.fit(train.mu, train.coordination_number, train.rdf)
+        self.normalization = Normalization.fit(train.mu, train.targets, self.params.targets)
         self.energy = energy[self.window]
         self.r = dataset["r"].values.astype(np.float64)
         self.dataset_attrs = dict(dataset.attrs)
@@ -290,8 +305,8 @@ class SpectrumDataModule(pl.LightningDataModule):
 
     def _split_arrays(self, dataset, systems: np.ndarray, split: SystemSplit, mu: np.ndarray) -> None:
         """Fill the arrays of each split (spectra cut to the model window) from the dataset."""
-        coordination_number = dataset["coordination_number"].values.astype(np.float32)
-        rdf = dataset["rdf"].values.astype(np.float32)
+        source = str(self.dataset_path)
+        targets = {spec.name: target_values(dataset, spec, source) for spec in self.params.targets}
         frame = dataset["frame"].values.astype(np.int64)
         for name, members in zip(SPLITS, (split.train, split.val, split.test), strict=True):
             mask = np.isin(systems, members)
@@ -299,11 +314,21 @@ class SpectrumDataModule(pl.LightningDataModule):
                 self._full_train_mu = mu[mask]  # augmentation works on the whole grid
             self._arrays[name] = SpectrumArrays(
                 mu=mu[mask][:, self.window],
-                coordination_number=coordination_number[mask],
-                rdf=rdf[mask],
+                targets={target: values[mask] for target, values in targets.items()},
                 system=systems[mask],
                 frame=frame[mask],
             )
+        self._check_targets_defined(self._arrays["train"])
+
+    def _check_targets_defined(self, train: SpectrumArrays) -> None:
+        """Every target needs defined training values (e.g. a valence needs its ligand)."""
+        for name, values in train.targets.items():
+            defined = np.isfinite(values).all(axis=tuple(range(1, values.ndim)))
+            if len(train) and not defined.any():
+                raise UserError(
+                    f"{self.dataset_path}: target {name} is undefined for every training spectrum "
+                    f"(systems {', '.join(sorted(set(train.system.tolist())))})"
+                )
 
     def arrays(self, split_name: str) -> SpectrumArrays:
         """Raw spectra and targets of ``split_name`` ("train", "val" or "test")."""
@@ -318,10 +343,21 @@ class SpectrumDataModule(pl.LightningDataModule):
         train = self.arrays("train")
         return replace(train, mu=self._full_train_mu)
 
-    def _loader(self, split_name: str, shuffle: bool) -> DataLoader:
+    def tensors(self, split_name: str) -> dict[str, torch.Tensor]:
+        """Network-space tensors of a split: ``mu`` and one tensor per target."""
         assert self.normalization is not None, "setup() must run first"
+        arrays = self.arrays(split_name)
+        encoded = self.normalization.encode_targets(arrays.targets)
+        return {
+            "mu": torch.from_numpy(self.normalization.standardize_mu(arrays.mu)),
+            **{name: torch.from_numpy(values) for name, values in encoded.items()},
+        }
+
+    def _loader(self, split_name: str, shuffle: bool) -> IndexBatches:
+        assert self.normalization is not None, "setup() must run first"
+        draw = None
         if split_name == "train" and self.augmentation.enabled:
-            if self._augmented is None:  # one dataset for the whole fit: its visit counts go on
+            if self._augmented is None:  # one for the whole fit: its visit counts go on
                 self._augmented = AugmentedSpectra(
                     self.full_train_arrays(),
                     self.normalization,
@@ -329,21 +365,23 @@ class SpectrumDataModule(pl.LightningDataModule):
                     self.augmentation,
                     self.window,
                 )
-            dataset = self._augmented
-        else:
-            dataset = _StandardizedSpectra(self.arrays(split_name), self.normalization)
-        # a private generator: the shuffling order depends on the seed alone
-        generator = torch.Generator().manual_seed(self.params.seed) if shuffle else None
-        # the data are a few MB in memory: worker processes would only add start-up time
-        return DataLoader(
-            dataset, batch_size=self.params.batch_size, shuffle=shuffle, generator=generator, num_workers=0
+            draw = self._augmented.batch
+        # the data are a few MB: held as tensors and cut by index, never item by item
+        return IndexBatches(
+            self.tensors(split_name),
+            self.params.batch_size,
+            shuffle=shuffle,
+            seed=self.params.seed,
+            draw=draw,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self) -> IndexBatches:
+        if self._train_batches is None:  # one for the whole fit: its shuffling generator goes on
+            self._train_batches = self._loader("train", shuffle=True)
+        return self._train_batches
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> IndexBatches:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> IndexBatches:
         return self._loader("test", shuffle=False)

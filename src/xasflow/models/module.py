@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from xasflow.errors import UserError
+from xasflow.models.conformal import ConformalCalibration
 from xasflow.models.data import Normalization
-from xasflow.models.networks import SpectrumCNN, SpectrumMLP
+from xasflow.models.networks import Ensemble, MultiscaleCNN, SpectrumCNN, SpectrumMLP
 from xasflow.models.ood import nearest_distance
 from xasflow.models.params import TrainParams
 
@@ -38,27 +39,48 @@ MAX_PARAMETERS = 50_000_000
 # Largest energy or r grid a checkpoint may declare (the default study has about 80 and 100).
 MAX_GRID_POINTS = 100_000
 REQUIRED_HYPERPARAMETERS = ("params", "energy", "r", "normalization")
-KNOWN_HYPERPARAMETERS = (*REQUIRED_HYPERPARAMETERS, "model_card", "ood_reference_count", "ood_threshold")
+KNOWN_HYPERPARAMETERS = (
+    *REQUIRED_HYPERPARAMETERS,
+    "model_card",
+    "ood_reference_count",
+    "ood_threshold",
+    "conformal",
+)
 
 
 class CheckpointError(UserError):
     """A checkpoint that is damaged, not an xasflow model, or asks for an impossible network."""
 
 
-def build_network(params: TrainParams, n_energy: int, n_r: int) -> nn.Module:
-    """The architecture named by ``params.architecture`` for ``n_energy`` inputs and ``n_r`` RDF points."""
+def _member(params: TrainParams, n_energy: int, head_sizes: Mapping[str, int]) -> nn.Module:
     if params.architecture == "cnn":
         return SpectrumCNN(
             n_energy,
-            n_r,
+            head_sizes,
             channels=params.channels,
             kernel_size=params.kernel_size,
             hidden_sizes=params.hidden_sizes,
             dropout=params.dropout,
         )
+    if params.architecture == "multiscale":
+        return MultiscaleCNN(
+            n_energy,
+            head_sizes,
+            channels=params.channels,
+            kernel_sizes=params.kernel_sizes,
+            hidden_sizes=params.hidden_sizes,
+            dropout=params.dropout,
+            cascade=params.cascade,
+        )
     if params.architecture == "mlp":
-        return SpectrumMLP(n_energy, n_r, hidden_sizes=params.hidden_sizes, dropout=params.dropout)
-    raise ValueError(f"unknown architecture {params.architecture!r}; valid: cnn, mlp")
+        return SpectrumMLP(n_energy, head_sizes, hidden_sizes=params.hidden_sizes, dropout=params.dropout)
+    raise ValueError(f"unknown architecture {params.architecture!r}; valid: cnn, mlp, multiscale")
+
+
+def build_network(params: TrainParams, n_energy: int, head_sizes: Mapping[str, int]) -> Ensemble:
+    """``params.ensemble`` networks of ``params.architecture`` for ``n_energy`` inputs and one
+    head per target (``head_sizes``: name -> output width)."""
+    return Ensemble([_member(params, n_energy, head_sizes) for _ in range(params.ensemble)])
 
 
 def checkpoint_checksum(state_dict: Mapping[str, Tensor], hyper_parameters: Mapping[str, Any]) -> str:
@@ -73,12 +95,15 @@ def checkpoint_checksum(state_dict: Mapping[str, Tensor], hyper_parameters: Mapp
 
 
 class SpectrumRegressor(pl.LightningModule):
-    """Predicts the coordination number and the partial RDF from a XANES spectrum.
+    """Predicts a study's targets (:mod:`xasflow.models.targets`) from a spectrum, with a deep
+    ensemble's spread and split-conformal intervals.
 
-    Loss = MSE(standardized coordination number) + ``params.rdf_weight`` * MSE(g(r)), the RDF
-    error in g(r) units (the network predicts the deviation from the training-mean RDF).
-    Everything prediction needs (parameters, energy grid in eV relative to E0, r grid in
-    Angstrom, training-split normalization) is stored as hyperparameters, so
+    Loss = sum over targets of weight x loss, averaged over the ensemble members: mean squared
+    error of standardized numbers, of g(r) curves (in g(r) units: the network predicts the
+    deviation from the training-mean curve), cross-entropy of classes, binary cross-entropy of
+    probabilities; values a spectrum does not define are left out. Everything prediction needs
+    (parameters, energy grid in eV relative to E0, r grid in Angstrom, training-split
+    normalization, conformal calibration) is stored as hyperparameters, so
     :func:`load_checkpoint` alone rebuilds a working model (after verifying the file's checksum
     and hyperparameters; Lightning's ``load_from_checkpoint`` would skip both).
 
@@ -93,6 +118,9 @@ class SpectrumRegressor(pl.LightningModule):
     ood_reference_count: number of reference spectra kept (buffer ``ood_reference``, standardized
                     inputs) for the out-of-distribution distance; 0 disables it.
     ood_threshold:  distance above which an input is flagged as outside the training distribution.
+    conformal:      target name -> ``ConformalCalibration.to_dict()`` (split-conformal
+                    multipliers of the ensemble spread, fitted on the validation systems after
+                    training); none before calibration.
     """
 
     def __init__(
@@ -104,6 +132,7 @@ class SpectrumRegressor(pl.LightningModule):
         model_card: Mapping[str, Any] | None = None,
         ood_reference_count: int = 0,
         ood_threshold: float | None = None,
+        conformal: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.params = params if isinstance(params, TrainParams) else TrainParams.from_dict(params)
@@ -129,8 +158,11 @@ class SpectrumRegressor(pl.LightningModule):
         model_card = dict(model_card or {})
         self.model_card = model_card
         self.ood_threshold = None if ood_threshold is None else float(ood_threshold)
+        conformal = {name: dict(value) for name, value in (conformal or {}).items()}
+        self.conformal = {name: ConformalCalibration.from_dict(value) for name, value in conformal.items()}
         self.save_hyperparameters()
-        self.network = build_network(self.params, self.energy.size, self.r.size)
+        self.specs = {spec.name: spec for spec in self.params.targets}
+        self.network = build_network(self.params, self.energy.size, self.normalization.head_sizes())
         # standardized reference spectra for the out-of-distribution distance (xasflow.models.ood)
         self.register_buffer("ood_reference", torch.zeros(int(ood_reference_count), self.energy.size))
 
@@ -145,29 +177,42 @@ class SpectrumRegressor(pl.LightningModule):
         )
 
     def forward(self, mu: Tensor) -> dict[str, Tensor]:
-        """Standardized mu (batch, n_energy) -> standardized CN (batch,), centered g(r) (batch, n_r).
-
-        See :class:`~xasflow.models.data.Normalization`; :meth:`predict_spectra` gives physical units.
+        """Standardized mu (batch, n_energy) -> ``{target: (members, batch, width)}`` head outputs
+        in network space (see :class:`~xasflow.models.data.Normalization`);
+        :meth:`predict_spectra` gives physical units.
         """
         return self.network(mu)
 
+    def _target_loss(self, name: str, output: Tensor, target: Tensor) -> Tensor:
+        """Loss of one target for every member's output (members, batch, width) against the
+        batch's values; undefined values (NaN, class -1) are left out."""
+        kind = self.normalization.targets[name].kind
+        members = output.shape[0]
+        if kind == "curve":
+            defined = torch.isfinite(target).all(dim=-1)
+        elif kind == "classification":
+            defined = target >= 0
+        else:
+            defined = torch.isfinite(target)
+        if not bool(defined.any()):
+            return output.sum() * 0.0  # keeps the graph; nothing to learn from this batch
+        output, target = output[:, defined], target[defined]
+        if kind == "classification":
+            labels = target.long().repeat(members)
+            return functional.cross_entropy(output.reshape(-1, output.shape[-1]), labels)
+        if kind == "curve":
+            return functional.mse_loss(output, target.expand_as(output))
+        values = output.squeeze(-1)
+        if kind == "probability":
+            return functional.binary_cross_entropy_with_logits(values, target.expand_as(values))
+        return functional.mse_loss(values, target.expand_as(values))
+
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         prediction = self(batch["mu"])
-        cn_loss = functional.mse_loss(prediction["coordination_number"], batch["coordination_number"])
-        rdf_loss = functional.mse_loss(prediction["rdf"], batch["rdf"])
-        loss = cn_loss + self.params.rdf_weight * rdf_loss
-        # mean absolute error in coordination-number units, easier to read than a standardized MSE
-        cn_mae = (
-            prediction["coordination_number"] - batch["coordination_number"]
-        ).abs().mean() * self.normalization.coordination_number_std
-        batch_size = batch["mu"].shape[0]
-        metrics = {
-            f"{stage}_loss": loss,
-            f"{stage}_cn_mse": cn_loss,
-            f"{stage}_rdf_mse": rdf_loss,
-            f"{stage}_cn_mae": cn_mae,
-        }
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        losses = {name: self._target_loss(name, prediction[name], batch[name]) for name in self.specs}
+        loss = sum(self.specs[name].weight * value for name, value in losses.items())
+        metrics = {f"{stage}_loss": loss, **{f"{stage}_{name}_loss": value for name, value in losses.items()}}
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch["mu"].shape[0])
         return loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -184,13 +229,9 @@ class SpectrumRegressor(pl.LightningModule):
             self.parameters(), lr=self.params.learning_rate, weight_decay=self.params.weight_decay
         )
 
-    def predict_spectra(self, mu: np.ndarray) -> dict[str, np.ndarray]:
-        """Physical predictions for raw normalized spectra.
-
-        ``mu`` (n, n_energy) on :attr:`energy` -> ``{"coordination_number": (n,), "rdf": (n, n_r)}``
-        in physical units (standardization undone). Runs in eval mode without gradients and
-        restores the previous training mode.
-        """
+    def member_outputs(self, mu: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw head outputs ``{target: (members, n, width)}`` for normalized spectra ``mu``
+        (n, n_energy) on :attr:`energy`, in eval mode without gradients."""
         mu = np.asarray(mu)
         if mu.ndim != 2 or mu.shape[1] != self.energy.size:
             raise ValueError(
@@ -202,22 +243,56 @@ class SpectrumRegressor(pl.LightningModule):
         try:
             with torch.no_grad():
                 inputs = torch.from_numpy(self.normalization.standardize_mu(mu)).to(self.device)
-                prediction = self(inputs)
+                outputs = self(inputs)
         finally:
             self.train(was_training)
-        result = {
-            "coordination_number": self.normalization.unstandardize_coordination_number(
-                prediction["coordination_number"].cpu().numpy()
-            ),
-            "rdf": self.normalization.uncenter_rdf(prediction["rdf"].cpu().numpy()),
-        }
+        return {name: value.cpu().numpy().astype(np.float64) for name, value in outputs.items()}
+
+    def predict_spectra(self, mu: np.ndarray) -> dict[str, np.ndarray]:
+        """Physical predictions for raw normalized spectra ``mu`` (n, n_energy) on :attr:`energy`.
+
+        Per target ``name`` (see :func:`decode_outputs`): ``name`` the ensemble mean (a number
+        (n,), a g(r) (n, n_r), a probability (n,), or the most probable class (n,)),
+        ``name_spread`` the members' standard deviation (numbers and curves),
+        ``name_probabilities`` (n, k) for classes, and ``name_low_68`` / ``name_high_68`` (and
+        90, 95) where the model is calibrated. Plus the out-of-distribution distance and flag
+        when the model has a reference set.
+        """
+        result = decode_outputs(self.normalization, self.member_outputs(mu), self.conformal)
         if self.ood_reference.shape[0] and self.ood_threshold is not None:
             distance = nearest_distance(
-                self.ood_reference.cpu().numpy(), self.normalization.standardize_mu(mu)
+                self.ood_reference.cpu().numpy(), self.normalization.standardize_mu(np.asarray(mu))
             )
             result["input_distance"] = distance
             result["out_of_distribution"] = distance > self.ood_threshold
         return result
+
+
+def decode_outputs(
+    normalization: Normalization,
+    outputs: Mapping[str, np.ndarray],
+    conformal: Mapping[str, ConformalCalibration] | None = None,
+) -> dict[str, np.ndarray]:
+    """Ensemble head outputs ``{target: (members, n, width)}`` -> physical predictions (see
+    :meth:`SpectrumRegressor.predict_spectra`)."""
+    result: dict[str, np.ndarray] = {}
+    for name, scale in normalization.targets.items():
+        decoded = scale.decode(outputs[name])  # (members, n, width)
+        if scale.kind == "classification":
+            probabilities = decoded.mean(axis=0)
+            result[name] = np.asarray(scale.classes, dtype=np.float64)[probabilities.argmax(axis=-1)]
+            result[f"{name}_probabilities"] = probabilities
+            continue
+        if scale.kind != "curve":
+            decoded = decoded[..., 0]
+        result[name] = decoded.mean(axis=0)
+        result[f"{name}_spread"] = decoded.std(axis=0)
+        calibration = (conformal or {}).get(name)
+        if calibration is not None:
+            for level, (low, high) in calibration.intervals(result[name], result[f"{name}_spread"]).items():
+                percent = round(100 * level)
+                result[f"{name}_low_{percent}"], result[f"{name}_high_{percent}"] = low, high
+    return result
 
 
 def _reason(error: BaseException) -> str:
@@ -286,34 +361,48 @@ def _check_window(params: TrainParams, energy: np.ndarray, source: Path) -> None
         )
 
 
-def _check_normalization(normalization: Normalization, n_energy: int, n_r: int, source: Path) -> None:
-    shapes = {
-        "mu_mean": (normalization.mu_mean.shape, (n_energy,)),
-        "mu_std": (normalization.mu_std.shape, (n_energy,)),
-        "rdf_mean": (normalization.rdf_mean.shape, (n_r,)),
-    }
-    for name, (shape, expected) in shapes.items():
-        if shape != expected:
+def _check_normalization(
+    normalization: Normalization, params: TrainParams, n_energy: int, n_r: int, source: Path
+) -> None:
+    """Input statistics on the energy grid; one finite scale per target, curves on the r grid."""
+    for name in ("mu_mean", "mu_std"):
+        shape = getattr(normalization, name).shape
+        if shape != (n_energy,):
             raise CheckpointError(
-                f"{source}: normalization '{name}' has shape {shape}, the grids need {expected}"
+                f"{source}: normalization '{name}' has shape {shape}, the grids need ({n_energy},)"
             )
-    values = [normalization.mu_mean, normalization.mu_std, normalization.rdf_mean]
-    scales = np.array([normalization.coordination_number_mean, normalization.coordination_number_std])
-    if not all(np.all(np.isfinite(array)) for array in [*values, scales]) or np.any(
-        normalization.mu_std <= 0
-    ):
+    if not (
+        np.all(np.isfinite(normalization.mu_mean)) and np.all(np.isfinite(normalization.mu_std))
+    ) or np.any(normalization.mu_std <= 0):
         raise CheckpointError(f"{source}: normalization holds NaN, inf or a non-positive spread")
-    if not normalization.coordination_number_std > 0:
-        raise CheckpointError(f"{source}: normalization 'coordination_number_std' must be > 0")
+    if list(normalization.targets) != list(params.target_names()):
+        raise CheckpointError(
+            f"{source}: normalization covers targets {list(normalization.targets)}, "
+            f"its parameters name {list(params.target_names())}"
+        )
+    for name, scale in normalization.targets.items():
+        mean = np.asarray(scale.mean, dtype=np.float64)
+        if scale.kind != params.targets[list(normalization.targets).index(name)].kind:
+            raise CheckpointError(f"{source}: target {name} has kind {scale.kind} in its normalization")
+        if not np.all(np.isfinite(mean)) or not (np.isfinite(scale.std) and scale.std > 0):
+            raise CheckpointError(
+                f"{source}: normalization of target {name} holds NaN, inf or a non-positive spread"
+            )
+        if scale.kind == "curve" and mean.shape != (n_r,):
+            raise CheckpointError(f"{source}: curve target {name} has {mean.size} points, the r grid {n_r}")
 
 
 def _check_network_shapes(
-    params: TrainParams, n_energy: int, n_r: int, state_dict: Mapping[str, Tensor], source: Path
+    params: TrainParams,
+    n_energy: int,
+    head_sizes: Mapping[str, int],
+    state_dict: Mapping[str, Tensor],
+    source: Path,
 ) -> None:
     """Build the network on the meta device (no memory), bound its size, compare every shape."""
     try:
         with torch.device("meta"):
-            network = build_network(params, n_energy, n_r)
+            network = build_network(params, n_energy, head_sizes)
     except ValueError as error:
         raise CheckpointError(f"{source}: its parameters describe no valid network ({error})") from error
     count = sum(parameter.numel() for parameter in network.parameters())
@@ -357,9 +446,14 @@ def check_hyperparameters(checkpoint: Mapping[str, Any], source: str | Path) -> 
     energy = _grid(hyper_parameters, "energy", source)
     r = _grid(hyper_parameters, "r", source)
     _check_window(params, energy, source)
-    _check_normalization(normalization, energy.size, r.size, source)
+    _check_normalization(normalization, params, energy.size, r.size, source)
     state_dict = checkpoint["state_dict"]
-    _check_network_shapes(params, energy.size, r.size, state_dict, source)
+    _check_network_shapes(params, energy.size, normalization.head_sizes(), state_dict, source)
+    try:
+        for value in dict(hyper_parameters.get("conformal") or {}).values():
+            ConformalCalibration.from_dict(value)
+    except (UserError, ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{source}: invalid conformal calibration ({_reason(error)})") from error
     count = hyper_parameters.get("ood_reference_count", 0)
     reference = state_dict.get("ood_reference")
     if reference is None or tuple(reference.shape) != (count, energy.size):

@@ -15,15 +15,16 @@ from typing import Any
 import numpy as np
 
 from xasflow.errors import UserError
+from xasflow.models.targets import TargetSpec, parse_targets
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURES = ("cnn", "mlp")
+ARCHITECTURES = ("cnn", "mlp", "multiscale")
 
 # Share of the remaining systems given to each automatically chosen split (at least one system).
 _AUTO_SPLIT_FRACTION = 0.2
 
-_TUPLE_FIELDS = ("hidden_sizes", "channels", "val_systems", "test_systems", "exclude_systems")
+_TUPLE_FIELDS = ("hidden_sizes", "channels", "kernel_sizes", "val_systems", "test_systems", "exclude_systems")
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,27 @@ class TrainParams:
 
     Attributes
     ----------
-    architecture:     "cnn" (:class:`~xasflow.models.networks.SpectrumCNN`) or "mlp"
-                      (:class:`~xasflow.models.networks.SpectrumMLP`).
+    architecture:     "cnn" (:class:`~xasflow.models.networks.SpectrumCNN`), "mlp"
+                      (:class:`~xasflow.models.networks.SpectrumMLP`) or "multiscale"
+                      (:class:`~xasflow.models.networks.MultiscaleCNN`, the cascade multiscale CNN).
+    targets:          what the model predicts (:mod:`xasflow.models.targets`): config entries
+                      or :class:`~xasflow.models.targets.TargetSpec`; default the first-shell
+                      coordination number and the RDF. Each target's loss carries its weight.
+    ensemble:         independent networks (different initialization) trained side by side
+                      and averaged; their spread is the model's uncertainty (deep ensemble).
     max_epochs:       number of passes over the training split.
     batch_size:       spectra per optimizer step.
     learning_rate:    Adam learning rate.
     weight_decay:     Adam L2 penalty.
-    rdf_weight:       weight of the RDF mean squared error relative to the (standardized)
-                      coordination-number mean squared error in the loss.
     seed:             seeds torch / numpy / python and the automatic choice of split systems.
     hidden_sizes:     widths of the dense layers (the whole MLP trunk; after the convolutions in
                       the CNN).
     channels:         output channels of each convolution block of the CNN (each block halves
                       the energy axis by max pooling).
     kernel_size:      convolution kernel width, in energy grid points.
+    kernel_sizes:     kernel widths of the parallel branches of the multiscale CNN.
+    cascade:          multiscale CNN: every head after the first also reads the first target's
+                      prediction (e.g. partial CNs conditioned on the total CN).
     dropout:          dropout probability after each dense layer.
     val_systems:      systems used for validation (best checkpoint); chosen from ``seed`` if empty.
     test_systems:     systems used only for the final metrics; chosen from ``seed`` if empty.
@@ -56,15 +64,18 @@ class TrainParams:
     """
 
     architecture: str = "cnn"
+    targets: tuple[TargetSpec, ...] = ()
+    ensemble: int = 1
     max_epochs: int = 200
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
-    rdf_weight: float = 1.0
     seed: int = 0
     hidden_sizes: tuple[int, ...] = (128, 64)
     channels: tuple[int, ...] = (16, 32)
     kernel_size: int = 5
+    kernel_sizes: tuple[int, ...] = (3, 9, 21)
+    cascade: bool = True
     dropout: float = 0.1
     val_systems: tuple[str, ...] = ()
     test_systems: tuple[str, ...] = ()
@@ -79,6 +90,8 @@ class TrainParams:
             if isinstance(value, str):
                 raise UserError(f"TrainParams.{name} must be a list, got the string {value!r}")
             object.__setattr__(self, name, tuple(value))
+        targets = [target.to_dict() if isinstance(target, TargetSpec) else target for target in self.targets]
+        object.__setattr__(self, "targets", parse_targets(targets))
         if self.architecture not in ARCHITECTURES:
             raise UserError(
                 f"TrainParams.architecture is {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
@@ -88,13 +101,12 @@ class TrainParams:
         self._check_splits()
 
     def _check_numbers(self) -> None:
-        positive = ("max_epochs", "batch_size", "kernel_size", "learning_rate")
+        positive = ("max_epochs", "batch_size", "kernel_size", "learning_rate", "ensemble")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise UserError(f"TrainParams.{name} is {getattr(self, name)}; it must be > 0")
-        for name in ("weight_decay", "rdf_weight"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"TrainParams.{name} is {getattr(self, name)}; it must be >= 0")
+        if not self.weight_decay >= 0:
+            raise UserError(f"TrainParams.weight_decay is {self.weight_decay}; it must be >= 0")
         window = (self.energy_min, self.energy_max)
         if None not in window and not window[0] < window[1]:
             raise UserError(f"TrainParams.energy_min {window[0]} must be below energy_max {window[1]}")
@@ -102,11 +114,18 @@ class TrainParams:
             raise UserError(f"TrainParams.dropout is {self.dropout}; it must be in [0, 1)")
 
     def _check_sizes(self) -> None:
-        for name in ("hidden_sizes", "channels"):
+        for name in ("hidden_sizes", "channels", "kernel_sizes"):
             if any(int(size) < 1 for size in getattr(self, name)):
                 raise UserError(f"TrainParams.{name} is {getattr(self, name)}; all sizes must be >= 1")
-        if self.architecture == "cnn" and not self.channels:
-            raise UserError("TrainParams.channels is empty; the cnn architecture needs at least one block")
+        if self.architecture in ("cnn", "multiscale") and not self.channels:
+            raise UserError(
+                f"TrainParams.channels is empty; the {self.architecture} architecture needs "
+                "at least one block"
+            )
+        if self.architecture == "multiscale" and not self.kernel_sizes:
+            raise UserError(
+                "TrainParams.kernel_sizes is empty; the multiscale architecture needs at least one branch"
+            )
 
     def _check_splits(self) -> None:
         seen: dict[str, str] = {}
@@ -146,9 +165,14 @@ class TrainParams:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples become lists) suitable for JSON, YAML and checkpoint hparams."""
-        return {
+        values = {
             key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
         }
+        values["targets"] = [target.to_dict() for target in self.targets]
+        return values
+
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(target.name for target in self.targets)
 
     def resolve_splits(self, available_systems: Iterable[str]) -> SystemSplit:
         """Assign every system of the dataset to train, val, test or excluded.

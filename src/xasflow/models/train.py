@@ -26,8 +26,24 @@ import xasflow
 from xasflow.experiment.fidelity import CalibrationTransform
 from xasflow.fileio import atomic_path, atomic_write_text
 from xasflow.models.augment import AugmentationParams
+from xasflow.models.baselines import write_comparison
 from xasflow.models.data import SpectrumArrays, SpectrumDataModule
-from xasflow.models.module import CHECKPOINT_NAME, SpectrumRegressor, model_from_checkpoint, read_checkpoint
+from xasflow.models.evaluate import (
+    Evaluation,
+    defined_rows,
+    evaluate_targets,
+    fit_calibration,
+    write_reliability,
+)
+from xasflow.models.module import (
+    CHECKPOINT_NAME,
+    CHECKSUM_KEY,
+    SpectrumRegressor,
+    checkpoint_checksum,
+    decode_outputs,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from xasflow.models.ood import distance_threshold, reference_spectra
 from xasflow.models.params import TrainParams
 
@@ -36,22 +52,9 @@ logger = logging.getLogger(__name__)
 METRICS_NAME = "metrics.json"
 PARITY_NAME = "parity.png"
 LOSS_NAME = "loss.png"
-
-
-def regression_metrics(predicted: dict[str, np.ndarray], truth: SpectrumArrays) -> dict[str, float | None]:
-    """MAE and R2 of the coordination number and MAE of g(r) (mean over spectra and r points).
-
-    ``predicted`` holds ``coordination_number`` (n,) and ``rdf`` (n, n_r). Values that are
-    undefined (no spectra; R2 of a constant target) are ``None`` so the result stays valid JSON.
-    """
-    if len(truth) == 0:
-        return {"cn_mae": None, "cn_r2": None, "rdf_mae": None}
-    true_cn = np.asarray(truth.coordination_number, dtype=np.float64)
-    residual = np.asarray(predicted["coordination_number"], dtype=np.float64) - true_cn
-    total = float(np.sum((true_cn - true_cn.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else None
-    rdf_mae = float(np.mean(np.abs(np.asarray(predicted["rdf"]) - truth.rdf)))
-    return {"cn_mae": float(np.mean(np.abs(residual))), "cn_r2": r2, "rdf_mae": rdf_mae}
+RELIABILITY_NAME = "reliability.png"
+COMPARISON_CSV = "comparison.csv"
+COMPARISON_MD = "comparison.md"
 
 
 def _read_loss_history(metrics_csv: Path) -> dict[str, dict[int, float]]:
@@ -67,26 +70,34 @@ def _read_loss_history(metrics_csv: Path) -> dict[str, dict[int, float]]:
     return history
 
 
-def _plot_parity(path: Path, true_cn: np.ndarray, predicted_cn: np.ndarray, test_metrics: dict) -> None:
-    figure = Figure(figsize=(4.5, 4.5), layout="constrained")
+def _plot_parity(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray, dict]]) -> None:
+    """Predicted against true test values, one panel per number target (name, truth, predicted,
+    test metrics)."""
+    count = max(len(panels), 1)
+    figure = Figure(figsize=(4.2 * count, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    if true_cn.size:
-        axes.scatter(true_cn, predicted_cn, s=12, alpha=0.7)
-        low = float(min(true_cn.min(), predicted_cn.min())) - 0.5
-        high = float(max(true_cn.max(), predicted_cn.max())) + 0.5
-        axes.plot([low, high], [low, high], color="black", linewidth=1, label="y = x")
-        axes.set_xlim(low, high)
-        axes.set_ylim(low, high)
-        axes.legend(loc="upper left")
-        r2 = test_metrics["cn_r2"]
-        r2_text = f"{r2:.3f}" if r2 is not None else "n/a"
-        axes.set_title(f"test: MAE {test_metrics['cn_mae']:.3f}, R$^2$ {r2_text}")
-    else:
-        axes.set_title("no test systems")
-    axes.set_xlabel("true coordination number")
-    axes.set_ylabel("predicted coordination number")
-    axes.set_aspect("equal")
+    for position, (name, truth, predicted) in enumerate((panel[:3] for panel in panels), start=1):
+        axes = figure.add_subplot(1, count, position)
+        metrics = panels[position - 1][3]
+        if truth.size:
+            axes.scatter(truth, predicted, s=12, alpha=0.7)
+            low = float(min(truth.min(), predicted.min()))
+            high = float(max(truth.max(), predicted.max()))
+            margin = 0.05 * (high - low) + 1e-6
+            low, high = low - margin, high + margin
+            axes.plot([low, high], [low, high], color="black", linewidth=1, label="y = x")
+            axes.set_xlim(low, high)
+            axes.set_ylim(low, high)
+            axes.legend(loc="upper left")
+            r2 = metrics.get("r2")
+            axes.set_title(f"{name}: MAE {metrics['mae']:.3g}, R$^2$ {'n/a' if r2 is None else f'{r2:.3f}'}")
+        else:
+            axes.set_title(f"{name}: no test values")
+        axes.set_xlabel(f"true {name}")
+        axes.set_ylabel(f"predicted {name}")
+        axes.set_aspect("equal")
+    if not panels:
+        figure.add_subplot().set_title("no number targets")
     _save_figure(figure, path)
 
 
@@ -99,7 +110,7 @@ def _plot_loss(path: Path, history: dict[str, dict[int, float]]) -> None:
             epochs = sorted(history[key])
             axes.plot(epochs, [history[key][epoch] for epoch in epochs], label=label)
     axes.set_xlabel("epoch")
-    axes.set_ylabel("loss (standardized CN MSE + weighted RDF MSE)")
+    axes.set_ylabel("loss (weighted sum over targets)")
     axes.set_yscale("log")
     axes.legend()
     _save_figure(figure, path)
@@ -144,8 +155,12 @@ def _model_card(
         "calibration": calibration,
         "augmentation": augmentation.to_dict() if augmentation.enabled else None,
         "targets": {
-            "coordination_number": "atoms (first shell)",
-            "rdf": "g(r), dimensionless, r in Angstrom",
+            spec.name: {
+                **spec.to_dict(),
+                "units": spec.units,
+                "classes": list(datamodule.normalization.targets[spec.name].classes),
+            }
+            for spec in params.targets
         },
         "dataset_config_hash": attrs.get("config_hash"),
         "split": {
@@ -229,14 +244,15 @@ def train_model(
     """Train ``params.architecture`` on the dataset at ``dataset_path``; write results to ``out_dir``.
 
     Seeds everything from ``params.seed`` and trains with deterministic algorithms (on a GPU when
-    the job has one). The checkpoint with the lowest validation loss (training loss if there are
-    no validation systems) is kept as ``out_dir/model.ckpt``, with a checksum of its weights and
-    hyperparameters, and evaluated on the test systems. Also writes ``metrics.json`` (the
-    returned dict), ``parity.png``, ``loss.png`` and the CSV training log under ``out_dir/logs``;
-    logs one line per epoch.
-
-    Metrics are in physical units: coordination-number MAE (atoms) and R2, RDF MAE (g(r) units),
-    each also for a baseline that predicts the training-split mean.
+    the job has one); ``params.ensemble`` members train side by side. The checkpoint with the
+    lowest validation loss (training loss if there are no validation systems) is evaluated on
+    the validation systems, which fit split-conformal intervals of every number and curve
+    target (:mod:`xasflow.models.evaluate`); it is kept as ``out_dir/model.ckpt`` with that
+    calibration and a checksum of its weights and hyperparameters. Also writes
+    ``metrics.json`` (the returned dict: per target the test metrics of the model and of every
+    baseline, the coverage of the 68/90/95 % intervals, the winner), ``comparison.csv`` /
+    ``comparison.md`` (the table), ``parity.png``, ``reliability.png``, ``loss.png`` and the
+    CSV training log under ``out_dir/logs``; logs one line per epoch.
 
     ``augmentation`` redraws training spectra on the fly (:mod:`xasflow.models.augment`);
     ``calibration`` (the record written by ``xasflow fidelity``) maps every simulated spectrum
@@ -251,32 +267,85 @@ def train_model(
     datamodule, model = _prepare(dataset_path, params, augmentation, calibration)
     fit = _fit(model, datamodule, params, out_dir)
     best_path = _publish_checkpoint(fit, out_dir)
-    saved = read_checkpoint(best_path)  # what was written is what is evaluated
-    evaluation = _evaluate(model_from_checkpoint(saved, best_path), datamodule)
+    best = model_from_checkpoint(read_checkpoint(best_path), best_path)
+    predicted = {split: _predict(best, datamodule.arrays(split)) for split in ("val", "test")}
+    conformal = fit_calibration(params.targets, predicted["val"], datamodule.arrays("val"))
+    saved = _store_calibration(best_path, conformal)
+    best = model_from_checkpoint(saved, best_path)  # what was written is what is evaluated
+    predicted = {split: _predict(best, datamodule.arrays(split)) for split in ("val", "test")}
+    arrays = {split: datamodule.arrays(split) for split in ("train", "val", "test")}
+    inputs = {split: datamodule.normalization.standardize_mu(arrays[split].mu) for split in arrays}
+    model_name = out_dir.name or params.architecture
+    evaluation = evaluate_targets(
+        model_name, params.targets, predicted, arrays, best.conformal, inputs, params.seed
+    )
     metrics = _metrics_record(dataset_path, datamodule, params, fit, evaluation, model, int(saved["epoch"]))
     metrics.update(
         calibration=calibration, augmentation=augmentation.to_dict() if augmentation.enabled else None
     )
-    test = datamodule.arrays("test")
-    _plot_parity(
-        out_dir / PARITY_NAME,
-        test.coordination_number,
-        evaluation["predicted"]["coordination_number"],
-        evaluation["test"],
-    )
+    write_comparison(evaluation.comparison, out_dir / COMPARISON_CSV, out_dir / COMPARISON_MD)
+    _plot_parity(out_dir / PARITY_NAME, _parity_panels(params, arrays["test"], predicted["test"], evaluation))
+    write_reliability(out_dir / RELIABILITY_NAME, params.targets, predicted, arrays)
     _plot_loss(out_dir / LOSS_NAME, _read_loss_history(fit.log_dir / "metrics.csv"))
     # wall time last, so it covers evaluation and plotting too
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     atomic_write_text(out_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
-    logger.info(
-        "%s: test CN MAE %s (baseline %s) after %d epochs in %.1f s",
-        params.architecture,
-        metrics["test_cn_mae"],
-        metrics["baseline_test_cn_mae"],
-        fit.epochs_run,
-        metrics["wall_seconds"],
-    )
+    for spec in params.targets:
+        logger.info(
+            "%s: test %s %s; best on this target: %s",
+            model_name,
+            spec.name,
+            _format_metrics(evaluation.targets[spec.name]["test"]),
+            evaluation.winners.get(spec.name),
+        )
+    logger.info("%s: %d epochs in %.1f s", model_name, fit.epochs_run, metrics["wall_seconds"])
     return metrics
+
+
+def _format_metrics(values: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:.4g}" for key, value in values.items() if isinstance(value, float))
+
+
+def _predict(model: SpectrumRegressor, arrays: SpectrumArrays) -> dict[str, np.ndarray]:
+    """Physical predictions of ``model`` for a split (empty arrays for an empty split)."""
+    if len(arrays):
+        return model.predict_spectra(arrays.mu)
+    outputs = {
+        name: np.zeros((model.params.ensemble, 0, scale.output_size))
+        for name, scale in model.normalization.targets.items()
+    }
+    return decode_outputs(model.normalization, outputs, model.conformal)
+
+
+def _parity_panels(
+    params: TrainParams, test: SpectrumArrays, predicted: dict[str, np.ndarray], evaluation: Evaluation
+) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
+    panels = []
+    for spec in params.targets:
+        if spec.kind != "regression":
+            continue
+        keep = defined_rows(test.targets[spec.name])
+        panels.append(
+            (
+                spec.name,
+                test.targets[spec.name][keep],
+                predicted[spec.name][keep],
+                evaluation.targets[spec.name]["test"],
+            )
+        )
+    return panels
+
+
+def _store_calibration(path: Path, conformal: dict[str, Any]) -> dict[str, Any]:
+    """Add the conformal calibration to the checkpoint at ``path`` (checksum renewed, written
+    atomically); returns the checkpoint dict as written."""
+    checkpoint = read_checkpoint(path)
+    hyper_parameters = checkpoint[SpectrumRegressor.CHECKPOINT_HYPER_PARAMS_KEY]
+    hyper_parameters["conformal"] = {name: value.to_dict() for name, value in conformal.items()}
+    checkpoint[CHECKSUM_KEY] = checkpoint_checksum(checkpoint["state_dict"], hyper_parameters)
+    with atomic_path(path, suffix=".ckpt") as temporary:
+        torch.save(checkpoint, temporary)
+    return read_checkpoint(path)
 
 
 def _prepare(
@@ -368,42 +437,35 @@ def _publish_checkpoint(fit: _Fit, out_dir: Path) -> Path:
     return best_path
 
 
-def _evaluate(best: SpectrumRegressor, datamodule: SpectrumDataModule) -> dict[str, Any]:
-    """Test predictions of ``best`` and the metrics of it and of the training-mean baseline."""
-    test = datamodule.arrays("test")
-    train = datamodule.arrays("train")
-    if len(test):
-        predicted = best.predict_spectra(test.mu)
-    else:
-        logger.warning("no test systems: test metrics are undefined")
-        predicted = {"coordination_number": np.zeros(0), "rdf": np.zeros((0, train.rdf.shape[1]))}
-    baseline = {
-        "coordination_number": np.full(len(test), float(np.mean(train.coordination_number))),
-        "rdf": np.broadcast_to(train.rdf.mean(axis=0), test.rdf.shape),
-    }
-    return {
-        "predicted": predicted,
-        "test": regression_metrics(predicted, test),
-        "baseline": regression_metrics(baseline, test),
-    }
-
-
 def _metrics_record(
     dataset_path: str | Path,
     datamodule: SpectrumDataModule,
     params: TrainParams,
     fit: _Fit,
-    evaluation: dict[str, Any],
+    evaluation: Evaluation,
     model: SpectrumRegressor,
     best_epoch: int,
 ) -> dict[str, Any]:
-    """The content of ``metrics.json`` (calibration, augmentation and wall time added by the caller)."""
+    """The content of ``metrics.json`` (calibration, augmentation and wall time added by the caller).
+
+    Besides the nested per-target record, flat keys ``test_<target>_<metric>`` (the model) and
+    ``baseline_test_<target>_<metric>`` (the training-mean baseline) are kept for quick reading.
+    """
     split = datamodule.split
     assert split is not None
-    test_metrics, baseline_metrics = evaluation["test"], evaluation["baseline"]
     best_score = fit.checkpoint.best_model_score
+    flat: dict[str, Any] = {}
+    for name, entry in evaluation.targets.items():
+        for key, value in entry["test"].items():
+            flat[f"test_{name}_{key}"] = _json_number(value)
+        for key, value in entry["baselines"].get("mean", {}).items():
+            if isinstance(value, float | None):
+                flat[f"baseline_test_{name}_{key}"] = _json_number(value)
+        for key, value in entry.get("coverage", {}).items():
+            flat[f"test_{name}_{key}"] = _json_number(value)
     return {
         "architecture": params.architecture,
+        "ensemble": params.ensemble,
         "dataset": str(Path(dataset_path)),
         "dataset_config_hash": datamodule.dataset_attrs.get("config_hash"),
         "n_train": len(datamodule.arrays("train")),
@@ -413,8 +475,9 @@ def _metrics_record(
         "val_systems": list(split.val),
         "test_systems": list(split.test),
         "excluded_systems": list(split.excluded),
-        **{f"test_{key}": _json_number(value) for key, value in test_metrics.items()},
-        **{f"baseline_test_{key}": _json_number(value) for key, value in baseline_metrics.items()},
+        **flat,
+        "targets": _json_clean(evaluation.targets),
+        "winners": evaluation.winners,
         "calibration": None,
         "augmentation": None,
         "ood_threshold": model.ood_threshold,
@@ -432,3 +495,16 @@ def _metrics_record(
             "numpy": np.__version__,
         },
     }
+
+
+def _json_clean(value: Any) -> Any:
+    """Nested dicts and lists with non-finite floats as None (valid JSON)."""
+    if isinstance(value, dict):
+        return {key: _json_clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return _json_number(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
