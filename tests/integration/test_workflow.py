@@ -36,8 +36,9 @@ def _shared_folder() -> Path | None:
 
 
 def tiny_config(workdir: Path) -> Path:
-    """The tiny study, with the measured Cu foil as its reference and calibration (and the Cu and
-    Fe foils to predict) when the shared data folder is there."""
+    """The tiny study, with the measured Cu foil as its reference and calibration (and two Cu
+    measurements to predict) when the shared data folder is there. An Fe foil is not listed: the
+    models' card refuses it (tested below with ``xasflow predict``)."""
     config = yaml.safe_load(TINY.read_text())
     shared = _shared_folder()
     if shared is not None:
@@ -54,7 +55,6 @@ def tiny_config(workdir: Path) -> Path:
         config["inference"]["spectra"] = [
             {"name": "cu_foil", "path": str(experimental / "cu_metal_rt.xdi")},
             {"name": "cu_10k", "path": str(experimental / "cu_10k.xmu")},
-            {"name": "fe_foil", "path": str(experimental / "fe_metal_rt.xdi")},
         ]
     path = workdir / "study.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -190,7 +190,7 @@ def test_fidelity_compares_the_measured_foil_with_its_simulation_and_calibrates_
 def test_every_prediction_carries_its_distance_to_the_training_spectra(tiny_run, shared_data):
     with open(tiny_run / "results/inference/predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 4  # two models x (two Cu foils, Fe foil, pseudo-experiment)
+    assert len(rows) == 2 * 3  # two models x (two Cu foils, pseudo-experiment)
     for row in rows:
         assert float(row["input_distance"]) >= 0 and float(row["distance_threshold"]) > 0
         assert row["out_of_distribution"] in ("true", "false")
@@ -249,6 +249,28 @@ def test_predict_cli_rejects_an_unreadable_file_with_one_line_and_exit_2(
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(bad) in lines[0]
+    assert not out.exists()
+
+
+def test_predict_cli_refuses_the_fe_foil_by_the_model_card(
+    tiny_run, shared_data, tmp_path, workflow_environment
+):
+    iron = shared_data / "experimental" / "fe_metal_rt.xdi"
+    out = tmp_path / "iron.csv"
+    command = [
+        str(BIN / "xasflow"),
+        "predict",
+        str(iron),
+        "--checkpoint",
+        str(tiny_run / "results/models/cnn/model.ckpt"),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=workflow_environment)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("xasflow: error")]
+    assert len(errors) == 1 and str(iron) in errors[0]
+    assert "Fe K-edge" in errors[0] and "model cnn reads Cu K-edge spectra" in errors[0]
     assert not out.exists()
 
 

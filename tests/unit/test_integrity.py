@@ -123,21 +123,8 @@ class ForeignObject:
     """Something only full unpickling (running code from the file) could rebuild."""
 
 
-@pytest.fixture(scope="module")
-def checkpoint_path(tmp_path_factory):
-    """model.ckpt of a 3-epoch MLP on the synthetic dataset of test_models."""
-    import torch
-    from test_models import _params, _synthetic_dataset
-
-    from xasflow.models import train_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("integrity")
-    dataset = write_dataset(_synthetic_dataset(), folder / "spectra.zarr")
-    train_model(dataset, _params(max_epochs=3), folder / "mlp")
-    torch.set_num_threads(threads)
-    return folder / "mlp" / "model.ckpt"
+# ``checkpoint_path`` (a 3-epoch MLP on the synthetic Cu K dataset of test_models) is a fixture
+# of tests/unit/conftest.py, shared with test_compatibility.
 
 
 def _members(path):

@@ -51,6 +51,9 @@ class NormalizedSpectrum:
         norm_range: (norm1, norm2), eV relative to e0, the range the post-edge curve was fitted on.
         energy_reference: ``"absolute"`` (photon energies) or ``"relative:<name>"``, copied from
             the :class:`~xasflow.spectrum.Spectrum`; e0 of two spectra compare only when equal.
+        element: absorbing element symbol (``"Cu"``) as the file header names it, or None;
+            copied from the :class:`~xasflow.spectrum.Spectrum`.
+        edge: absorption edge (``"K"``, ``"L3"``) as the file header names it, or None.
     """
 
     path: str
@@ -61,6 +64,8 @@ class NormalizedSpectrum:
     pre_edge_range: tuple[float, float]
     norm_range: tuple[float, float]
     energy_reference: str = ABSOLUTE
+    element: str | None = None
+    edge: str | None = None
 
 
 def normalize(
@@ -174,6 +179,8 @@ def normalize(
         pre_edge_range=(float(details.pre1), float(details.pre2)),
         norm_range=(float(details.norm1), float(details.norm2)),
         energy_reference=spectrum.energy_reference,
+        element=spectrum.element,
+        edge=spectrum.edge,
     )
     logger.info(
         "normalized %s: e0=%.2f eV, edge step %.4g, pre-edge %s eV, post-edge %s eV",

@@ -12,6 +12,7 @@ import numpy as np
 from xasflow.experiment import read_spectrum, to_relative_grid
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.fileio import atomic_open
+from xasflow.inference.compatibility import check_compatible
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +79,24 @@ def predict_files(
 
     Writes ``out_path`` (one row per spectrum and model) and :func:`rdf_table_path` (predicted,
     and where known true, g(r) per r point). Raises ``SpectrumReadError`` for an unreadable file,
-    ``CheckpointError`` for a damaged model and ``PredictionError`` for a prediction that is not
-    a number, all before anything is written.
+    ``CheckpointError`` for a damaged model, ``IncompatibleSpectrumError`` for a spectrum of
+    another element or edge than a model's card, or one that does not cover its energy grid
+    (:func:`~xasflow.inference.compatibility.check_compatible`), and ``PredictionError`` for a
+    prediction that is not a number, all before anything is written.
     """
     from xasflow.inference.predict import load_predictor
 
     # the same normalization and energy reference as the simulated training spectra
     normalized = [normalize_xanes(read_spectrum(path)) for path in spectrum_paths]
     truths = _truth_by_stem(list(truth_paths))
+    predictors = [load_predictor(checkpoint) for checkpoint in checkpoints]
+    names = model_names(checkpoints)
+    # every pair is checked before the first prediction: a refused file leaves no partial output
+    for predictor, model_name in zip(predictors, names, strict=True):
+        for spectrum in normalized:
+            check_compatible(spectrum, predictor.model.model_card, predictor.energy, model_name)
     rows, rdf_rows = [], []
-    for checkpoint, model_name in zip(checkpoints, model_names(checkpoints), strict=True):
-        predictor = load_predictor(checkpoint)
+    for predictor, model_name in zip(predictors, names, strict=True):
         inputs = np.array([to_relative_grid(spectrum, predictor.energy) for spectrum in normalized])
         predictions = predictor.predict(inputs, names=[str(spectrum.path) for spectrum in normalized])
         for index, spectrum in enumerate(normalized):
