@@ -146,3 +146,27 @@ def test_distance_is_zero_for_a_training_spectrum_and_grows_with_a_change():
     moved = np.roll(arrays.mu[0], 8)
     assert nearest_distance(references, moved[None, :])[0] > 0.05
     assert distance_threshold(references, arrays.mu + 0.01) == pytest.approx(0.01, abs=1e-6)
+
+
+def test_a_batch_redraw_matches_the_per_spectrum_redraw():
+    """augment_batch draws the same numbers per item as augment_spectrum and changes the whole
+    batch at once; the spectra agree to well under the added noise."""
+    from xasflow.models.augment import augment_batch
+
+    arrays = _arrays()
+    params = AugmentationParams(seed=2, broadening=2.0, energy_shift=1.0, stretch=0.02)
+    single = np.array(
+        [
+            augment_spectrum(ENERGY, mu, params, np.random.default_rng([2, index, 0]))
+            for index, mu in enumerate(arrays.mu)
+        ]
+    )
+    batch = augment_batch(
+        ENERGY, arrays.mu, params, [np.random.default_rng([2, index, 0]) for index in range(len(arrays))]
+    )
+    assert np.abs(batch - single).max() < 2e-3
+    # and a redraw that changes nothing returns the spectra unchanged
+    unchanged = augment_batch(
+        ENERGY, arrays.mu, AugmentationParams.none(), [np.random.default_rng(0)] * len(arrays)
+    )
+    np.testing.assert_array_equal(unchanged, arrays.mu)

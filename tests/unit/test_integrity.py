@@ -304,7 +304,7 @@ def test_a_prediction_that_is_not_a_number_is_refused_naming_spectrum_and_model(
     from xasflow.cli import main
 
     def diverged(checkpoint):
-        checkpoint["state_dict"]["network.heads.coordination_number.bias"][:] = float("nan")
+        checkpoint["state_dict"]["network.members.0.heads.heads.coordination_number.bias"][:] = float("nan")
 
     model = _rewritten(checkpoint_path, tmp_path / "diverged.ckpt", diverged)
     spectrum = _spectrum_file(tmp_path)

@@ -16,19 +16,17 @@ from xasflow.inference.compatibility import check_compatible
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = (
-    "spectrum",
-    "model",
-    "architecture",
-    "e0_eV",
-    "edge_step",
-    "predicted_coordination_number",
-    "true_coordination_number",
-    "rdf_mae",
-    "input_distance",
-    "distance_threshold",
-    "out_of_distribution",
-)
+# first and last columns of predictions.csv; between them, per number target NAME of the models:
+# predicted_NAME, NAME_spread, NAME_low_68 .. NAME_high_95 (calibrated intervals), true_NAME
+LEADING_COLUMNS = ("spectrum", "model", "architecture", "e0_eV", "edge_step")
+TRAILING_COLUMNS = ("input_distance", "distance_threshold", "out_of_distribution")
+INTERVAL_LEVELS = (68, 90, 95)
+
+
+def target_columns(name: str) -> tuple[str, ...]:
+    """The predictions.csv columns of one number target."""
+    bounds = tuple(f"{name}_{side}_{level}" for level in INTERVAL_LEVELS for side in ("low", "high"))
+    return (f"predicted_{name}", f"{name}_spread", *bounds, f"true_{name}")
 
 
 def _truth_by_stem(truth_paths: list[str | Path]) -> dict[str, dict]:
@@ -77,8 +75,10 @@ def predict_files(
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
-    Writes ``out_path`` (one row per spectrum and model) and :func:`rdf_table_path` (predicted,
-    and where known true, g(r) per r point). Raises ``SpectrumReadError`` for an unreadable file,
+    Writes ``out_path`` (one row per spectrum and model: every number target's prediction,
+    ensemble spread, calibrated 68/90/95 % intervals and, where a truth file gives it, the true
+    value) and :func:`rdf_table_path` (every curve target's predicted g(r) per r point with its
+    90 % band and, where known, the true g(r)). Raises ``SpectrumReadError`` for an unreadable file,
     ``CheckpointError`` for a damaged model, ``IncompatibleSpectrumError`` for a spectrum of
     another element or edge than a model's card, or one that does not cover its energy grid
     (:func:`~xasflow.inference.compatibility.check_compatible`), and ``PredictionError`` for a
@@ -104,43 +104,83 @@ def predict_files(
             row, rdf_table = _prediction_rows(spectrum, model_name, predictor, predictions, index, truth)
             rows.append(row)
             rdf_rows.extend(rdf_table)
-            _log_prediction(spectrum.path, model_name, predictions, index, predictor.model.ood_threshold)
-    _write_csv(Path(out_path), PREDICTION_COLUMNS, rows)
+            _log_prediction(spectrum.path, model_name, predictor, predictions, index)
+    _write_csv(Path(out_path), _columns(predictors), rows)
     rdf_path = rdf_path or rdf_table_path(out_path)
     _write_csv(rdf_path, tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
     return rows
 
 
+def _columns(predictors) -> tuple[str, ...]:
+    """predictions.csv columns: the number targets of every model, in order, between the fixed ones."""
+    columns = [*LEADING_COLUMNS]
+    for predictor in predictors:
+        for spec in predictor.model.params.targets:
+            if spec.kind != "curve":
+                columns += [column for column in target_columns(spec.name) if column not in columns]
+    return (*columns, *TRAILING_COLUMNS)
+
+
+def _number(value: float, digits: str = ".3f") -> str:
+    return format(float(value), digits) if np.isfinite(value) else str(float(value))
+
+
 def _prediction_rows(spectrum, model_name: str, predictor, predictions: dict, index: int, truth: dict | None):
-    """The predictions.csv row and the g(r) table rows of spectrum ``index`` with one model."""
-    predicted_rdf = predictions["rdf"][index]
-    true_rdf = np.interp(predictor.r, truth["r"], truth["rdf"]) if truth else None
+    """The predictions.csv row and the curve table rows (g(r) per r point, per curve target) of
+    spectrum ``index`` with one model."""
     row = {
         "spectrum": spectrum.path,
         "model": model_name,
         "architecture": predictor.architecture,
         "e0_eV": f"{spectrum.e0:.2f}",
         "edge_step": f"{spectrum.edge_step:.4g}",
-        "predicted_coordination_number": f"{predictions['coordination_number'][index]:.3f}",
-        "true_coordination_number": f"{truth['coordination_number']:.3f}" if truth else "",
-        "rdf_mae": f"{np.abs(predicted_rdf - true_rdf).mean():.4f}" if truth else "",
-        **_distance_columns(predictions, index, predictor.model.ood_threshold),
     }
-    rdf_rows = [
+    curve_rows = []
+    for spec in predictor.model.params.targets:
+        if spec.kind == "curve":
+            curve_rows += _curve_rows(spectrum, model_name, predictor, predictions, index, spec.name, truth)
+            continue
+        values = {
+            key: predictions[key][index] for key in target_columns(spec.name)[1:-1] if key in predictions
+        }
+        row[f"predicted_{spec.name}"] = _number(predictions[spec.name][index])
+        row.update({key: _number(value) for key, value in values.items()})
+        true = (truth or {}).get(spec.name)
+        row[f"true_{spec.name}"] = _number(true) if isinstance(true, int | float) else ""
+    row.update(_distance_columns(predictions, index, predictor.model.ood_threshold))
+    return row, curve_rows
+
+
+def _curve_rows(spectrum, model_name, predictor, predictions, index, name, truth) -> list[dict]:
+    """g(r) of one curve target per r point, with its 90 % band and, where known, the truth."""
+    predicted = predictions[name][index]
+    true = (truth or {}).get(name)
+    true_curve = np.interp(predictor.r, truth["r"], true) if true is not None and "r" in truth else None
+    low, high = predictions.get(f"{name}_low_90"), predictions.get(f"{name}_high_90")
+    return [
         {
             "spectrum": spectrum.path,
             "model": model_name,
+            "target": name,
             "r_angstrom": f"{r:.3f}",
-            "predicted_g": f"{predicted_rdf[point]:.4f}",
-            "true_g": f"{true_rdf[point]:.4f}" if truth else "",
+            "predicted_g": f"{predicted[point]:.4f}",
+            "low_90": _number(low[index][point], ".4f") if low is not None else "",
+            "high_90": _number(high[index][point], ".4f") if high is not None else "",
+            "true_g": f"{true_curve[point]:.4f}" if true_curve is not None else "",
         }
         for point, r in enumerate(predictor.r)
     ]
-    return row, rdf_rows
 
 
-def _log_prediction(path, model_name: str, predictions: dict, index: int, threshold: float | None) -> None:
-    logger.info("%s with %s: CN %.2f", Path(path).stem, model_name, predictions["coordination_number"][index])
+def _log_prediction(path, model_name: str, predictor, predictions: dict, index: int) -> None:
+    threshold = predictor.model.ood_threshold
+    numbers = [spec.name for spec in predictor.model.params.targets if spec.kind != "curve"]
+    logger.info(
+        "%s with %s: %s",
+        Path(path).stem,
+        model_name,
+        ", ".join(f"{name} {predictions[name][index]:.3g}" for name in numbers) or "curves only",
+    )
     if "out_of_distribution" in predictions and predictions["out_of_distribution"][index]:
         logger.warning(
             "%s is outside the training distribution of %s (distance %.3f > %.3f): do not trust "

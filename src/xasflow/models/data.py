@@ -15,7 +15,7 @@ import torch
 from xasflow.dataset.schema import open_dataset
 from xasflow.errors import UserError
 from xasflow.experiment.fidelity import CalibrationTransform
-from xasflow.models.augment import AugmentationParams, augment_spectrum
+from xasflow.models.augment import AugmentationParams, augment_batch
 from xasflow.models.params import SystemSplit, TrainParams
 from xasflow.models.targets import TargetScale, TargetSpec, target_values
 
@@ -197,12 +197,23 @@ class AugmentedSpectra:
 
     def draw(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The next augmented (mu (n_energy,), {target: value}) of ``index``, physical units."""
-        rng = np.random.default_rng([self.params.seed, index, int(self.visits[index])])
-        self.visits[index] += 1
-        members = self._members(index, rng)
-        mu = self.arrays.mu[members].mean(axis=0)
-        targets = self._average_targets(members)
-        return augment_spectrum(self.energy, mu, self.params, rng)[self.window], targets
+        mu, targets = self.draw_batch(np.array([index]))
+        return mu[0], {name: values[0] for name, values in targets.items()}
+
+    def draw_batch(self, indices: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The next augmented spectra (m, n_window) and targets of ``indices``, physical units:
+        random numbers drawn per item, the spectra changed as one batch (:func:`augment_batch`)."""
+        rngs, averages, labels = [], [], []
+        for index in np.asarray(indices, dtype=int):
+            rng = np.random.default_rng([self.params.seed, int(index), int(self.visits[index])])
+            self.visits[index] += 1
+            members = self._members(int(index), rng)
+            rngs.append(rng)
+            averages.append(self.arrays.mu[members].mean(axis=0))
+            labels.append(self._average_targets(members))
+        mu = augment_batch(self.energy, np.array(averages), self.params, rngs)[:, self.window]
+        targets = {name: np.array([label[name] for label in labels]) for name in self.normalization.targets}
+        return mu, targets
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """The next draw of one item, in network space (for inspection; training uses :meth:`batch`)."""
@@ -210,9 +221,7 @@ class AugmentedSpectra:
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Network-space batch of the next draws of ``indices``."""
-        drawn = [self.draw(int(index)) for index in indices]
-        mu = np.array([item[0] for item in drawn])
-        targets = {name: np.array([item[1][name] for item in drawn]) for name in self.normalization.targets}
+        mu, targets = self.draw_batch(indices.numpy())
         encoded = self.normalization.encode_targets(targets)
         return {
             "mu": torch.from_numpy(self.normalization.standardize_mu(mu)),

@@ -268,6 +268,21 @@ class SpectrumRegressor(pl.LightningModule):
         return result
 
 
+def _interval_columns(
+    name: str, calibration: ConformalCalibration, prediction: np.ndarray, spread: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``name_low_68``, ``name_high_68``, ... of the calibrated intervals; NaN bounds where the
+    prediction itself is not a number (the caller refuses those)."""
+    finite = np.isfinite(prediction) & np.isfinite(spread)
+    safe_prediction, safe_spread = np.where(finite, prediction, 0.0), np.where(finite, spread, 0.0)
+    columns = {}
+    for level, (low, high) in calibration.intervals(safe_prediction, safe_spread).items():
+        percent = round(100 * level)
+        columns[f"{name}_low_{percent}"] = np.where(finite, low, np.nan)
+        columns[f"{name}_high_{percent}"] = np.where(finite, high, np.nan)
+    return columns
+
+
 def decode_outputs(
     normalization: Normalization,
     outputs: Mapping[str, np.ndarray],
@@ -289,9 +304,7 @@ def decode_outputs(
         result[f"{name}_spread"] = decoded.std(axis=0)
         calibration = (conformal or {}).get(name)
         if calibration is not None:
-            for level, (low, high) in calibration.intervals(result[name], result[f"{name}_spread"]).items():
-                percent = round(100 * level)
-                result[f"{name}_low_{percent}"], result[f"{name}_high_{percent}"] = low, high
+            result.update(_interval_columns(name, calibration, result[name], result[f"{name}_spread"]))
     return result
 
 
