@@ -7,6 +7,10 @@ rule train:
         metrics=f"{RESULTS}/models/{{model}}/metrics.json",
         parity=report(f"{RESULTS}/models/{{model}}/parity.png", caption="../workflow/report/parity.rst", category="Models"),
         loss=report(f"{RESULTS}/models/{{model}}/loss.png", caption="../workflow/report/loss.rst", category="Models"),
+        reliability=report(
+            f"{RESULTS}/models/{{model}}/reliability.png", caption="../workflow/report/reliability.rst", category="Models"
+        ),
+        comparison=f"{RESULTS}/models/{{model}}/comparison.csv",
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
     params:

@@ -125,8 +125,23 @@ def test_models_write_metrics_and_plots(tiny_run):
         assert metrics["architecture"] == model
         assert metrics["test_systems"] == ["bulk_300K"]
         assert "np_deca_55" in metrics["excluded_systems"]
-        assert np.isfinite(metrics["test_cn_mae"])
-        for name in ("model.ckpt", "parity.png", "loss.png"):
+        assert np.isfinite(metrics["test_coordination_number_mae"])
+        assert set(metrics["targets"]) == {"coordination_number", "rdf"}
+        assert set(metrics["targets"]["coordination_number"]["baselines"]) == {
+            "mean",
+            "ridge",
+            "pls",
+            "knn",
+            "trees",
+        }
+        for name in (
+            "model.ckpt",
+            "parity.png",
+            "loss.png",
+            "reliability.png",
+            "comparison.csv",
+            "comparison.md",
+        ):
             assert (folder / name).stat().st_size > 0
 
 
