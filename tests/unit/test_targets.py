@@ -223,6 +223,12 @@ def test_intervals_are_calibrated_and_stored(trained):
     assert coverage["coverage_68"] <= coverage["coverage_90"] <= coverage["coverage_95"]
     hyper = read_checkpoint(out_dir / "model.ckpt")["hyper_parameters"]
     assert set(hyper["conformal"]) == {"coordination_number", "partial_cn_Pt", "partial_cn_Cu", "rdf"}
+    # probabilities are temperature-scaled on the validation systems, and their calibration reported
+    assert (
+        set(hyper["temperatures"]) == {"grain_boundary"}
+        and 0.01 < hyper["temperatures"]["grain_boundary"] < 100
+    )
+    assert 0 <= metrics["targets"]["grain_boundary"]["expected_calibration_error"] < 0.2
     assert (out_dir / "reliability.png").stat().st_size > 1000
 
 

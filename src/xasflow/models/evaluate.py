@@ -24,6 +24,7 @@ from xasflow.models.conformal import (
     coverage_curve,
     coverage_report,
     fit_conformal,
+    fit_temperature,
     plot_reliability,
 )
 from xasflow.models.data import SpectrumArrays
@@ -71,6 +72,29 @@ def fit_calibration(
             normalized=True,
         )
     return calibration
+
+
+def fit_temperatures(specs: tuple[TargetSpec, ...], model, truth: SpectrumArrays) -> dict[str, float]:
+    """Temperature scaling of every probability target on the validation split: the T that
+    makes ``sigmoid(mean member logit / T)`` fit the validation outcomes best (1 when the split
+    has fewer than 2 defined outcomes or only one class)."""
+    temperatures = {}
+    probability = [spec for spec in specs if spec.kind == "probability"]
+    if not probability or not len(truth):
+        return temperatures
+    outputs = model.member_outputs(truth.mu)
+    for spec in probability:
+        keep = defined_rows(truth.targets[spec.name])
+        outcome = truth.targets[spec.name][keep]
+        if keep.sum() < 2 or len(np.unique(outcome)) < 2:
+            logger.warning("target %s: validation outcomes of one class, no temperature scaling", spec.name)
+            continue
+        logits = outputs[spec.name][:, keep, 0].mean(axis=0)
+        temperatures[spec.name] = fit_temperature(logits, outcome)
+        logger.info(
+            "target %s: probability temperature %.3f (validation)", spec.name, temperatures[spec.name]
+        )
+    return temperatures
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ KNOWN_HYPERPARAMETERS = (
     "ood_reference_count",
     "ood_threshold",
     "conformal",
+    "temperatures",
 )
 
 
@@ -121,6 +122,8 @@ class SpectrumRegressor(pl.LightningModule):
     conformal:      target name -> ``ConformalCalibration.to_dict()`` (split-conformal
                     multipliers of the ensemble spread, fitted on the validation systems after
                     training); none before calibration.
+    temperatures:   probability target name -> temperature T of ``sigmoid(logit / T)``, fitted
+                    on the validation systems after training (temperature scaling); 1 if absent.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class SpectrumRegressor(pl.LightningModule):
         ood_reference_count: int = 0,
         ood_threshold: float | None = None,
         conformal: Mapping[str, Any] | None = None,
+        temperatures: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.params = params if isinstance(params, TrainParams) else TrainParams.from_dict(params)
@@ -160,6 +164,8 @@ class SpectrumRegressor(pl.LightningModule):
         self.ood_threshold = None if ood_threshold is None else float(ood_threshold)
         conformal = {name: dict(value) for name, value in (conformal or {}).items()}
         self.conformal = {name: ConformalCalibration.from_dict(value) for name, value in conformal.items()}
+        temperatures = {name: float(value) for name, value in (temperatures or {}).items()}
+        self.temperatures = temperatures
         self.save_hyperparameters()
         self.specs = {spec.name: spec for spec in self.params.targets}
         self.network = build_network(self.params, self.energy.size, self.normalization.head_sizes())
@@ -258,7 +264,9 @@ class SpectrumRegressor(pl.LightningModule):
         90, 95) where the model is calibrated. Plus the out-of-distribution distance and flag
         when the model has a reference set.
         """
-        result = decode_outputs(self.normalization, self.member_outputs(mu), self.conformal)
+        result = decode_outputs(
+            self.normalization, self.member_outputs(mu), self.conformal, self.temperatures
+        )
         if self.ood_reference.shape[0] and self.ood_threshold is not None:
             distance = nearest_distance(
                 self.ood_reference.cpu().numpy(), self.normalization.standardize_mu(np.asarray(mu))
@@ -287,11 +295,21 @@ def decode_outputs(
     normalization: Normalization,
     outputs: Mapping[str, np.ndarray],
     conformal: Mapping[str, ConformalCalibration] | None = None,
+    temperatures: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Ensemble head outputs ``{target: (members, n, width)}`` -> physical predictions (see
-    :meth:`SpectrumRegressor.predict_spectra`)."""
+    :meth:`SpectrumRegressor.predict_spectra`). A probability is ``sigmoid(mean logit / T)``
+    with the target's temperature ``T`` (default 1); its spread is that of the members'
+    probabilities."""
     result: dict[str, np.ndarray] = {}
     for name, scale in normalization.targets.items():
+        if scale.kind == "probability":
+            logits = np.asarray(outputs[name], dtype=np.float64)[..., 0] / float(
+                (temperatures or {}).get(name, 1.0)
+            )
+            result[name] = scale.decode(logits.mean(axis=0))
+            result[f"{name}_spread"] = scale.decode(logits).std(axis=0)
+            continue
         decoded = scale.decode(outputs[name])  # (members, n, width)
         if scale.kind == "classification":
             probabilities = decoded.mean(axis=0)
@@ -467,6 +485,9 @@ def check_hyperparameters(checkpoint: Mapping[str, Any], source: str | Path) -> 
             ConformalCalibration.from_dict(value)
     except (UserError, ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{source}: invalid conformal calibration ({_reason(error)})") from error
+    temperatures = dict(hyper_parameters.get("temperatures") or {})
+    if not all(isinstance(value, int | float) and 0 < value < math.inf for value in temperatures.values()):
+        raise CheckpointError(f"{source}: temperatures must be positive finite numbers, got {temperatures}")
     count = hyper_parameters.get("ood_reference_count", 0)
     reference = state_dict.get("ood_reference")
     if reference is None or tuple(reference.shape) != (count, energy.size):

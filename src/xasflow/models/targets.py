@@ -252,7 +252,7 @@ class TargetScale:
         if self.kind == "classification":
             shifted = np.exp(output - output.max(axis=-1, keepdims=True))
             return shifted / shifted.sum(axis=-1, keepdims=True)
-        return 1.0 / (1.0 + np.exp(-output))
+        return 0.5 * (1.0 + np.tanh(0.5 * output))  # the logistic function, without overflow
 
     def to_dict(self) -> dict[str, Any]:
         mean = np.asarray(self.mean, dtype=np.float64)

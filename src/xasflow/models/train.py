@@ -33,6 +33,7 @@ from xasflow.models.evaluate import (
     defined_rows,
     evaluate_targets,
     fit_calibration,
+    fit_temperatures,
     write_reliability,
 )
 from xasflow.models.module import (
@@ -270,7 +271,8 @@ def train_model(
     best = model_from_checkpoint(read_checkpoint(best_path), best_path)
     predicted = {split: _predict(best, datamodule.arrays(split)) for split in ("val", "test")}
     conformal = fit_calibration(params.targets, predicted["val"], datamodule.arrays("val"))
-    saved = _store_calibration(best_path, conformal)
+    temperatures = fit_temperatures(params.targets, best, datamodule.arrays("val"))
+    saved = _store_calibration(best_path, conformal, temperatures)
     best = model_from_checkpoint(saved, best_path)  # what was written is what is evaluated
     predicted = {split: _predict(best, datamodule.arrays(split)) for split in ("val", "test")}
     arrays = {split: datamodule.arrays(split) for split in ("train", "val", "test")}
@@ -336,12 +338,15 @@ def _parity_panels(
     return panels
 
 
-def _store_calibration(path: Path, conformal: dict[str, Any]) -> dict[str, Any]:
-    """Add the conformal calibration to the checkpoint at ``path`` (checksum renewed, written
-    atomically); returns the checkpoint dict as written."""
+def _store_calibration(
+    path: Path, conformal: dict[str, Any], temperatures: dict[str, float]
+) -> dict[str, Any]:
+    """Add the conformal calibration and the probability temperatures to the checkpoint at
+    ``path`` (checksum renewed, written atomically); returns the checkpoint dict as written."""
     checkpoint = read_checkpoint(path)
     hyper_parameters = checkpoint[SpectrumRegressor.CHECKPOINT_HYPER_PARAMS_KEY]
     hyper_parameters["conformal"] = {name: value.to_dict() for name, value in conformal.items()}
+    hyper_parameters["temperatures"] = dict(temperatures)
     checkpoint[CHECKSUM_KEY] = checkpoint_checksum(checkpoint["state_dict"], hyper_parameters)
     with atomic_path(path, suffix=".ckpt") as temporary:
         torch.save(checkpoint, temporary)
