@@ -297,3 +297,22 @@ def test_ensemble_members_differ_and_training_is_reproducible(tmp_path):
     state = read_checkpoint(tmp_path / "a" / "model.ckpt")["state_dict"]
     weights = [name for name in state if name.endswith("trunk.0.weight")]
     assert len(weights) == 2 and not torch.equal(state[weights[0]], state[weights[1]])
+
+
+def test_too_few_training_spectra_train_without_baselines(tmp_path, caplog):
+    dataset = _dataset()
+    systems = np.asarray(dataset["system"].values.tolist())
+    keep = np.concatenate([np.flatnonzero(systems == name)[:2] for name in ("s0", "s1", "s6")])
+    path = write_dataset(dataset.isel(spectrum=keep), tmp_path / "tiny.zarr")
+    params = _params(
+        targets=("coordination_number", "grain_boundary"),
+        ensemble=1,
+        max_epochs=2,
+        val_systems=("s1",),
+        test_systems=("s6",),
+    )
+    with caplog.at_level("WARNING", logger="xasflow.models.evaluate"):
+        metrics = train_model(path, params, tmp_path / "model")
+    assert metrics["n_train"] == 2 and metrics["targets"]["coordination_number"]["baselines"] == {}
+    assert "fewer than the 3 the baselines need" in caplog.text
+    assert (tmp_path / "model" / "comparison.csv").is_file()

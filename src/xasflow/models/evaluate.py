@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from xasflow.models.baselines import compare_baselines, comparison_table, winners
+from xasflow.models.baselines import MIN_TRAIN, compare_baselines, comparison_table, winners
 from xasflow.models.conformal import (
     LEVELS,
     ConformalCalibration,
@@ -168,7 +168,13 @@ def _baseline_rows(
     if spec.kind == "classification":
         values = {split: np.rint(value).astype(int) for split, value in values.items()}
     x = {split: inputs[split][mask] for split, mask in masks.items()}
-    if len(values["train"]) < 2:
+    if len(values["train"]) < MIN_TRAIN:
+        logger.warning(
+            "target %s: %d training values, fewer than the %d the baselines need: no baselines",
+            spec.name,
+            len(values["train"]),
+            MIN_TRAIN,
+        )
         return []
     return compare_baselines(x, {spec.name: (spec.kind, values)}, splits=tuple(arrays), seed=seed)
 
