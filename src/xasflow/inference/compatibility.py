@@ -12,7 +12,9 @@ the end of the model's grid, would otherwise come back as a confident-looking pr
 2. the edge named in the file header against the card's edge;
 3. the measured E0 (absolute eV) against the tabulated edge energy of the card's absorber and
    edge (xraydb), which catches files whose header names no element (plain ``.dat`` columns);
-4. the measured energy range against E0 + the model's grid.
+4. the measured energy range against E0 + the model's grid; for a chi(k) model (card ``input``
+   ``representation: chi``) against E0 + the energies its chi(k) is made from, which end at
+   E0 + 3.81 k_max^2 eV (:func:`~xasflow.models.exafs.autobk_energy_grid`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import xraydb
 from xasflow.errors import UserError
 from xasflow.experiment import NormalizedSpectrum
 from xasflow.experiment.normalization import GRID_OVERHANG_TOLERANCE_EV
+from xasflow.models.exafs import autobk_energy_grid
 from xasflow.spectrum import ABSOLUTE
 
 logger = logging.getLogger(__name__)
@@ -85,7 +88,8 @@ def check_compatible(
     model_card:    the checkpoint's ``model_card`` (``absorber``, ``edge``, ...). A card without
                    absorber or edge (a checkpoint from before model cards) skips the element, edge
                    and edge-energy checks, with a logged warning.
-    model_energy:  (n_energy,) the model's input grid, eV relative to E0, increasing.
+    model_energy:  (n_energy,) the model's input grid, eV relative to E0, increasing (for a chi
+                   model, whose grid is k, the card's k_max sets the energies instead).
     model_name:    how messages name the model (``cnn``).
 
     Raises
@@ -107,7 +111,16 @@ def check_compatible(
     else:
         _check_header(spectrum, target, model_name)
         _check_edge_energy(spectrum, target, model_name)
-    _check_coverage(spectrum, np.asarray(model_energy, dtype=float), model_name)
+    _check_coverage(spectrum, _energy_read(model_card, model_energy), model_name)
+
+
+def _energy_read(model_card: Mapping, model_energy: np.ndarray) -> np.ndarray:
+    """Energies (eV relative to E0) the model's input is made from: its grid, or for a chi model
+    the grid its chi(k) is computed on, up to E0 + 3.81 k_max^2 eV."""
+    read = dict(model_card.get("input") or {})
+    if read.get("representation") == "chi":
+        return autobk_energy_grid(float(read["k"][1]))
+    return np.asarray(model_energy, dtype=float)
 
 
 def _model_target(model_card: Mapping) -> _ModelTarget | None:

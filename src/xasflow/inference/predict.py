@@ -26,7 +26,10 @@ class Predictor:
 
     Attributes
     ----------
-    energy:        (n_energy,) energy grid the input spectra must be on, eV relative to E0.
+    energy:        (n_energy,) the input axis: energy grid the input spectra must be on, eV
+                   relative to E0, or for a chi model (``model.params.representation``) the k
+                   grid of its k-weighted chi(k) input, 1/Angstrom
+                   (:func:`~xasflow.models.data.measured_input` makes either from a spectrum).
     r:             (n_r,) r grid of the predicted RDF, Angstrom.
     architecture:  "cnn" or "mlp".
     model:         the :class:`SpectrumRegressor`, in eval mode.

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xasflow.experiment import read_spectrum, to_relative_grid
+from xasflow.experiment import read_spectrum
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.fileio import atomic_open
 from xasflow.inference.compatibility import check_compatible
+from xasflow.models.data import measured_input
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ def predict_files(
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
+    A chi model reads each normalized spectrum as the training spectra were read: mu on a
+    <= 1 eV grid up to E0 + 3.81 k_max^2 eV, then k-weighted chi(k) from Larch ``autobk``
+    (:func:`~xasflow.models.data.measured_input`).
+
     Writes ``out_path`` (one row per spectrum and model: every number target's prediction,
     ensemble spread, calibrated 68/90/95 % intervals and, where a truth file gives it, the true
     value) and :func:`rdf_table_path` (every curve target's predicted g(r) per r point with its
@@ -97,7 +102,8 @@ def predict_files(
             check_compatible(spectrum, predictor.model.model_card, predictor.energy, model_name)
     rows, rdf_rows = [], []
     for predictor, model_name in zip(predictors, names, strict=True):
-        inputs = np.array([to_relative_grid(spectrum, predictor.energy) for spectrum in normalized])
+        params = predictor.model.params
+        inputs = np.array([measured_input(spectrum, params, predictor.energy) for spectrum in normalized])
         predictions = predictor.predict(inputs, names=[str(spectrum.path) for spectrum in normalized])
         for index, spectrum in enumerate(normalized):
             truth = truths.get(Path(spectrum.path).stem)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,11 @@ import torch
 
 from xasflow.dataset.schema import open_dataset
 from xasflow.errors import UserError
+from xasflow.experiment import NormalizedSpectrum, to_relative_grid
 from xasflow.experiment.fidelity import CalibrationTransform
 from xasflow.models.augment import AugmentationParams, augment_batch
-from xasflow.models.params import SystemSplit, TrainParams
+from xasflow.models.exafs import autobk_energy_grid, check_energy_range, chi_of_k
+from xasflow.models.params import MIN_INPUT_POINTS, SystemSplit, TrainParams
 from xasflow.models.targets import TargetScale, TargetSpec, target_values
 
 logger = logging.getLogger(__name__)
@@ -33,12 +36,12 @@ MU_STD_FLOOR = 1e-2
 class Normalization:
     """Training-split statistics that map data to network space and back.
 
-    The input mu is standardized per energy point (z-scores); each target has its own
-    :class:`~xasflow.models.targets.TargetScale` (numbers standardized, curves centred on the
-    training mean, classes indexed).
+    The input mu (chi(k) for a chi model) is standardized per point of the input axis (z-scores);
+    each target has its own :class:`~xasflow.models.targets.TargetScale` (numbers standardized,
+    curves centred on the training mean, classes indexed).
 
-    mu_mean, mu_std:  (n_energy,) per-energy mean and spread of normalized mu (``mu_std``
-                      floored at :data:`MU_STD_FLOOR`).
+    mu_mean, mu_std:  (n_energy,) per-energy mean and spread of normalized mu, or per-k of
+                      k-weighted chi for a chi model (``mu_std`` floored at :data:`MU_STD_FLOOR`).
     targets:          target name -> its scale, in the model's target order.
     """
 
@@ -90,8 +93,10 @@ class Normalization:
 class SpectrumArrays:
     """The raw (not standardized) spectra and targets of one split.
 
-    mu (n, n_energy) normalized absorption; targets: name -> (n,) or (n, n_r) physical values
-    (NaN where undefined); system (n,) system name and frame (n,) MD snapshot of each spectrum.
+    mu (n, n_energy) normalized absorption (the model's input: k-weighted chi(k) (n, n_k) for a
+    chi model, except in :meth:`SpectrumDataModule.full_train_arrays`); targets: name -> (n,) or
+    (n, n_r) physical values (NaN where undefined); system (n,) system name and frame (n,) MD
+    snapshot of each spectrum.
     """
 
     mu: np.ndarray
@@ -101,6 +106,25 @@ class SpectrumArrays:
 
     def __len__(self) -> int:
         return int(self.mu.shape[0])
+
+
+def _cut_window(mu: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Spectra (n, n_energy) cut to the boolean ``window`` (n_energy,): (n, window.sum())."""
+    return mu[:, window]
+
+
+def measured_input(spectrum: NormalizedSpectrum, params: TrainParams, axis: np.ndarray) -> np.ndarray:
+    """A normalized measured spectrum as a model reads it, on the model's input ``axis``
+    (``SpectrumRegressor.energy``), shape (n_input,): mu interpolated onto E0 + ``axis`` (eV)
+    for a mu model; for a chi model mu interpolated onto
+    :func:`~xasflow.models.exafs.autobk_energy_grid` (up to k_max, the last point of ``axis``),
+    then :func:`~xasflow.models.exafs.chi_of_k` on ``axis`` (1/Angstrom), as the training
+    spectra were. Raises ``SpectrumReadError`` if the data do not cover what is read (check
+    first with ``check_compatible``)."""
+    if params.representation != "chi":
+        return to_relative_grid(spectrum, axis)
+    energy = autobk_energy_grid(float(axis[-1]))
+    return chi_of_k(energy, to_relative_grid(spectrum, energy), axis, params.k_weight)
 
 
 class IndexBatches:
@@ -156,15 +180,16 @@ class AugmentedSpectra:
         normalization: Normalization,
         energy: np.ndarray,
         params: AugmentationParams,
-        window: np.ndarray | None = None,
+        to_input: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        """``arrays.mu`` is on ``energy`` (the dataset's whole grid); ``window`` (boolean mask on
-        it, default all) is the part the model reads, cut after augmenting."""
+        """``arrays.mu`` is on ``energy`` (the dataset's whole grid); ``to_input`` (default: none)
+        turns augmented spectra (m, n_energy) into what the model reads (m, n_input): the cut to
+        its energy window, or chi(k)."""
         self.arrays = arrays
         self.normalization = normalization
         self.energy = np.asarray(energy, dtype=float)
         self.params = params
-        self.window = np.ones(self.energy.size, bool) if window is None else np.asarray(window, bool)
+        self.to_input = to_input
         self.visits = np.zeros(len(arrays), dtype=np.int64)
         frames = arrays.frame if arrays.frame is not None else np.zeros(len(arrays), dtype=np.int64)
         keys = list(zip(arrays.system.tolist(), frames.tolist(), strict=True))
@@ -201,8 +226,9 @@ class AugmentedSpectra:
         return mu[0], {name: values[0] for name, values in targets.items()}
 
     def draw_batch(self, indices: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The next augmented spectra (m, n_window) and targets of ``indices``, physical units:
-        random numbers drawn per item, the spectra changed as one batch (:func:`augment_batch`)."""
+        """The next augmented spectra (m, n_input) and targets of ``indices``, physical units:
+        random numbers drawn per item, the spectra changed as one batch (:func:`augment_batch`)
+        on the whole grid, then made model input (``to_input``)."""
         rngs, averages, labels = [], [], []
         for index in np.asarray(indices, dtype=int):
             rng = np.random.default_rng([self.params.seed, int(index), int(self.visits[index])])
@@ -211,7 +237,9 @@ class AugmentedSpectra:
             rngs.append(rng)
             averages.append(self.arrays.mu[members].mean(axis=0))
             labels.append(self._average_targets(members))
-        mu = augment_batch(self.energy, np.array(averages), self.params, rngs)[:, self.window]
+        mu = augment_batch(self.energy, np.array(averages), self.params, rngs)
+        if self.to_input is not None:
+            mu = self.to_input(mu)
         targets = {name: np.array([label[name] for label in labels]) for name in self.normalization.targets}
         return mu, targets
 
@@ -234,8 +262,15 @@ class SpectrumDataModule(pl.LightningDataModule):
 
     The zarr store is opened in :meth:`setup` (not here), so constructing the module is cheap
     and does not touch the file. After ``setup()`` the attributes ``split`` (systems per split),
-    ``energy`` (n_energy,) eV relative to E0, ``r`` (n_r,) Angstrom, ``normalization`` and
+    ``energy`` (the model's input axis, see below), ``r`` (n_r,) Angstrom, ``normalization`` and
     :meth:`arrays` are available.
+
+    ``energy`` is the axis the network reads, whatever the representation: for a mu model
+    (n_energy,) eV relative to E0 (the energy window), for a chi model (n_k,) the k grid in
+    1/Angstrom (``params.k_grid()``); ``full_energy`` is always the dataset's grid in eV. Keeping
+    one name keeps the checkpoint format: the same ``energy`` hyperparameter sizes the network,
+    the normalization and the out-of-distribution reference, and ``params.representation``
+    says its unit.
     """
 
     def __init__(
@@ -259,7 +294,8 @@ class SpectrumDataModule(pl.LightningDataModule):
         self._arrays: dict[str, SpectrumArrays] = {}
         self._augmented: AugmentedSpectra | None = None
         self._train_batches: IndexBatches | None = None
-        self.window: np.ndarray | None = None  # mask of the dataset grid the model reads
+        # dataset spectra (n, n_full_energy) -> model input (n, n_input): window cut or chi(k)
+        self.to_input: Callable[[np.ndarray], np.ndarray] | None = None
         self.full_energy: np.ndarray | None = None
         self._full_train_mu: np.ndarray | None = None
 
@@ -278,12 +314,11 @@ class SpectrumDataModule(pl.LightningDataModule):
         if self.calibration is not None and not self.calibration.is_identity:
             # simulated spectra made to look measured (the reference's fitted transform)
             mu = self.calibration.apply(energy, mu, energy)
-        self.window = self._model_window(energy)
+        self.energy, self.to_input = self._model_input(energy)
         self.full_energy = energy
         self._split_arrays(dataset, systems, split, mu.astype(np.float32))
         train = self._arrays["train"]
         self.normalization = Normalization.fit(train.mu, train.targets, self.params.targets)
-        self.energy = energy[self.window]
         self.r = dataset["r"].values.astype(np.float64)
         self.dataset_attrs = dict(dataset.attrs)
         self.absorber = ",".join(sorted(set(dataset["absorber"].values.tolist())))
@@ -300,20 +335,34 @@ class SpectrumDataModule(pl.LightningDataModule):
             ", ".join(split.excluded) or "none",
         )
 
+    def _model_input(self, energy: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """The model's input axis and the map from spectra on the dataset grid ``energy`` (eV) to
+        its input: the energy window of a mu model, k-weighted chi(k) on ``params.k_grid()`` for
+        a chi model (refused, naming the dataset, if the grid ends below k_max)."""
+        if self.params.representation != "chi":
+            window = self._model_window(energy)
+            return energy[window], partial(_cut_window, window=window)
+        k_grid = self.params.k_grid()
+        try:
+            check_energy_range(energy, float(k_grid[-1]))
+        except UserError as error:
+            raise UserError(f"{self.dataset_path}: {error}") from error
+        return k_grid, partial(chi_of_k, energy, k_grid=k_grid, k_weight=self.params.k_weight)
+
     def _model_window(self, energy: np.ndarray) -> np.ndarray:
         """Mask of the dataset grid ``energy`` (eV) inside ``params.energy_min..energy_max``."""
         low = energy[0] if self.params.energy_min is None else self.params.energy_min
         high = energy[-1] if self.params.energy_max is None else self.params.energy_max
         window = (energy >= low - 1e-9) & (energy <= high + 1e-9)
-        if window.sum() < 4:
+        if window.sum() < MIN_INPUT_POINTS:
             raise UserError(
                 f"{self.dataset_path}: the model window {low}..{high} eV holds {window.sum()} points of the "
-                f"dataset grid {energy[0]:g}..{energy[-1]:g} eV; valid: at least 4"
+                f"dataset grid {energy[0]:g}..{energy[-1]:g} eV; valid: at least {MIN_INPUT_POINTS}"
             )
         return window
 
     def _split_arrays(self, dataset, systems: np.ndarray, split: SystemSplit, mu: np.ndarray) -> None:
-        """Fill the arrays of each split (spectra cut to the model window) from the dataset."""
+        """Fill the arrays of each split (spectra made model input) from the dataset."""
         source = str(self.dataset_path)
         targets = {spec.name: target_values(dataset, spec, source) for spec in self.params.targets}
         frame = dataset["frame"].values.astype(np.int64)
@@ -322,7 +371,7 @@ class SpectrumDataModule(pl.LightningDataModule):
             if name == "train":
                 self._full_train_mu = mu[mask]  # augmentation works on the whole grid
             self._arrays[name] = SpectrumArrays(
-                mu=mu[mask][:, self.window],
+                mu=self.to_input(mu[mask]).astype(np.float32),
                 targets={target: values[mask] for target, values in targets.items()},
                 system=systems[mask],
                 frame=frame[mask],
@@ -372,7 +421,7 @@ class SpectrumDataModule(pl.LightningDataModule):
                     self.normalization,
                     self.full_energy,
                     self.augmentation,
-                    self.window,
+                    self.to_input,
                 )
             draw = self._augmented.batch
         # the data are a few MB: held as tensors and cut by index, never item by item

@@ -111,7 +111,9 @@ class SpectrumRegressor(pl.LightningModule):
     Parameters
     ----------
     params:         :class:`TrainParams` or its ``to_dict()``.
-    energy:         (n_energy,) energy grid of the input spectra, eV relative to E0.
+    energy:         (n_energy,) the input axis: the energy grid of the input spectra, eV relative
+                    to E0, or for a chi model (``params.representation`` "chi") the k grid of
+                    its k-weighted chi(k) input, 1/Angstrom (:mod:`xasflow.models.exafs`).
     r:              (n_r,) r grid of the RDF, Angstrom.
     normalization:  :class:`~xasflow.models.data.Normalization` or its ``to_dict()``.
     model_card:     what the model is for and how it was made (absorber, edge, energy reference,
@@ -382,7 +384,16 @@ def _grid(hyper_parameters: Mapping[str, Any], name: str, source: Path) -> np.nd
 
 
 def _check_window(params: TrainParams, energy: np.ndarray, source: Path) -> None:
-    """The energy grid lies inside the model window the parameters name (eV)."""
+    """The energy grid lies inside the model window the parameters name (eV); a chi model's
+    grid is the k grid its parameters name (1/Angstrom)."""
+    if params.representation == "chi":
+        expected = params.k_grid()
+        if energy.shape != expected.shape or not np.allclose(energy, expected, atol=1e-6):
+            raise CheckpointError(
+                f"{source}: input grid {energy[0]:g}..{energy[-1]:g} ({energy.size} points) is not the "
+                f"k grid {params.k_min}..{params.k_max} step {params.k_step} /Angstrom of its chi parameters"
+            )
+        return
     low = -math.inf if params.energy_min is None else params.energy_min
     high = math.inf if params.energy_max is None else params.energy_max
     if energy[0] < low - 1e-6 or energy[-1] > high + 1e-6:
@@ -452,13 +463,26 @@ def _check_network_shapes(
             )
 
 
+def _check_calibration(hyper_parameters: Mapping[str, Any], source: Path) -> None:
+    """Conformal calibrations that parse; positive finite probability temperatures."""
+    try:
+        for value in dict(hyper_parameters.get("conformal") or {}).values():
+            ConformalCalibration.from_dict(value)
+    except (UserError, ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{source}: invalid conformal calibration ({_reason(error)})") from error
+    temperatures = dict(hyper_parameters.get("temperatures") or {})
+    if not all(isinstance(value, int | float) and 0 < value < math.inf for value in temperatures.values()):
+        raise CheckpointError(f"{source}: temperatures must be positive finite numbers, got {temperatures}")
+
+
 def check_hyperparameters(checkpoint: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
     """Validate a checkpoint's hyperparameters against its weights before anything is allocated.
 
     Checks: the keys :class:`SpectrumRegressor` needs; valid :class:`TrainParams` (architecture
-    known); energy and r grids of 2..:data:`MAX_GRID_POINTS` increasing points inside the model
-    window; normalization lengths equal to the grids; a network of at most :data:`MAX_PARAMETERS`
-    weights whose every shape equals the stored one; the out-of-distribution reference shape.
+    known); energy and r grids of 2..:data:`MAX_GRID_POINTS` increasing points, the energy grid
+    inside the model window (a chi model: equal to its k grid); normalization lengths equal to
+    the grids; a network of at most :data:`MAX_PARAMETERS` weights whose every shape equals the
+    stored one; the out-of-distribution reference shape.
     Returns the hyperparameters; raises :class:`CheckpointError` naming ``source``.
     """
     source = Path(source)
@@ -480,14 +504,7 @@ def check_hyperparameters(checkpoint: Mapping[str, Any], source: str | Path) -> 
     _check_normalization(normalization, params, energy.size, r.size, source)
     state_dict = checkpoint["state_dict"]
     _check_network_shapes(params, energy.size, normalization.head_sizes(), state_dict, source)
-    try:
-        for value in dict(hyper_parameters.get("conformal") or {}).values():
-            ConformalCalibration.from_dict(value)
-    except (UserError, ValueError, TypeError, KeyError) as error:
-        raise CheckpointError(f"{source}: invalid conformal calibration ({_reason(error)})") from error
-    temperatures = dict(hyper_parameters.get("temperatures") or {})
-    if not all(isinstance(value, int | float) and 0 < value < math.inf for value in temperatures.values()):
-        raise CheckpointError(f"{source}: temperatures must be positive finite numbers, got {temperatures}")
+    _check_calibration(hyper_parameters, source)
     count = hyper_parameters.get("ood_reference_count", 0)
     reference = state_dict.get("ood_reference")
     if reference is None or tuple(reference.shape) != (count, energy.size):

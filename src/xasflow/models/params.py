@@ -20,6 +20,9 @@ from xasflow.models.targets import TargetSpec, parse_targets
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("cnn", "mlp", "multiscale")
+REPRESENTATIONS = ("mu", "chi")
+# fewest input points a model reads (the energy window or the k grid)
+MIN_INPUT_POINTS = 4
 
 # Share of the remaining systems given to each automatically chosen split (at least one system).
 _AUTO_SPLIT_FRACTION = 0.2
@@ -60,7 +63,14 @@ class TrainParams:
     exclude_systems:  systems never used (e.g. held out as a pseudo-experiment).
     energy_min, energy_max: the part of the dataset's energy grid (eV relative to E0) the model
                       reads; None = the whole grid. Calibration and augmentation act on the
-                      whole grid first, so the window's ends see real data.
+                      whole grid first, so the window's ends see real data. Only for
+                      ``representation`` "mu".
+    representation:   what the network reads: "mu" (normalized mu(E) on the energy window) or
+                      "chi" (EXAFS ``k**k_weight * chi(k)`` from Larch autobk,
+                      :mod:`xasflow.models.exafs`, on :meth:`k_grid`). The data must reach
+                      E0 + 3.81 * k_max**2 eV (461 eV for k_max = 11 / Angstrom).
+    k_min, k_max, k_step: the k grid of a chi model, 1/Angstrom (:meth:`k_grid`).
+    k_weight:         power of k multiplied into chi (0..3).
     """
 
     architecture: str = "cnn"
@@ -82,6 +92,11 @@ class TrainParams:
     exclude_systems: tuple[str, ...] = ()
     energy_min: float | None = None
     energy_max: float | None = None
+    representation: str = "mu"
+    k_min: float = 2.0
+    k_max: float = 11.0
+    k_step: float = 0.1
+    k_weight: int = 2
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; store tuples so that the parameters stay hashable and immutable
@@ -97,6 +112,7 @@ class TrainParams:
                 f"TrainParams.architecture is {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
             )
         self._check_numbers()
+        self._check_representation()
         self._check_sizes()
         self._check_splits()
 
@@ -112,6 +128,34 @@ class TrainParams:
             raise UserError(f"TrainParams.energy_min {window[0]} must be below energy_max {window[1]}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"TrainParams.dropout is {self.dropout}; it must be in [0, 1)")
+
+    def _check_representation(self) -> None:
+        if self.representation not in REPRESENTATIONS:
+            raise UserError(
+                f"TrainParams.representation is {self.representation!r}; valid: {', '.join(REPRESENTATIONS)}"
+            )
+        if not 0.0 <= self.k_min < self.k_max:
+            raise UserError(f"TrainParams.k_min {self.k_min} must be >= 0 and below k_max {self.k_max}")
+        if not self.k_step > 0:
+            raise UserError(f"TrainParams.k_step is {self.k_step}; it must be > 0")
+        if self.k_weight not in (0, 1, 2, 3):
+            raise UserError(f"TrainParams.k_weight is {self.k_weight}; valid: 0, 1, 2, 3")
+        if self.representation == "chi" and self.k_grid().size < MIN_INPUT_POINTS:
+            raise UserError(
+                f"TrainParams k grid {self.k_min}..{self.k_max} step {self.k_step} /Angstrom holds "
+                f"{self.k_grid().size} points; valid: at least {MIN_INPUT_POINTS}"
+            )
+        if self.representation == "chi" and (self.energy_min, self.energy_max) != (None, None):
+            raise UserError(
+                f"TrainParams.energy_min/energy_max ({self.energy_min}, {self.energy_max}) cut mu(E); "
+                "a chi model reads k_min..k_max: leave them unset"
+            )
+
+    def k_grid(self) -> np.ndarray:
+        """(n_k,) the wavenumbers a chi model reads, 1/Angstrom: k_min, k_min + k_step, ... up to
+        k_max (exactly k_max when k_max - k_min is a multiple of k_step; never beyond it)."""
+        count = int(np.floor((self.k_max - self.k_min) / self.k_step + 1e-6)) + 1
+        return np.linspace(self.k_min, self.k_min + (count - 1) * self.k_step, count)
 
     def _check_sizes(self) -> None:
         for name in ("hidden_sizes", "channels", "kernel_sizes"):

@@ -23,11 +23,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 import xasflow
+from xasflow.errors import UserError
 from xasflow.experiment.fidelity import CalibrationTransform
 from xasflow.fileio import atomic_path, atomic_write_text
 from xasflow.models.augment import AugmentationParams
 from xasflow.models.baselines import write_comparison
-from xasflow.models.data import SpectrumArrays, SpectrumDataModule
+from xasflow.models.data import SpectrumArrays, SpectrumDataModule, measured_input
 from xasflow.models.evaluate import (
     Evaluation,
     defined_rows,
@@ -36,6 +37,7 @@ from xasflow.models.evaluate import (
     fit_temperatures,
     write_reliability,
 )
+from xasflow.models.exafs import autobk_energy_grid, background_description
 from xasflow.models.module import (
     CHECKPOINT_NAME,
     CHECKSUM_KEY,
@@ -143,12 +145,14 @@ def _model_card(
         provenance = {}
     spectra = provenance.get("spectra", {})
     ranges = XanesNormalization()
-    energy = datamodule.energy
-    assert energy is not None and datamodule.split is not None
+    assert datamodule.energy is not None and datamodule.split is not None
+    # the energies (eV relative to E0) the input is made from
+    energy = autobk_energy_grid(params.k_max) if params.representation == "chi" else datamodule.energy
     return {
         "absorber": datamodule.absorber,
         "edge": spectra.get("edge", "K"),
         "energy_grid_eV": [float(energy[0]), float(energy[-1]), float(energy[1] - energy[0])],
+        "input": _input_card(params),
         "energy_reference": (
             f"E0 where Larch pre_edge-normalized mu first reaches {ranges.edge_level} of the edge step; "
             f"pre-edge {ranges.pre1}..{ranges.pre2} eV, post-edge {ranges.norm1}..{ranges.norm2} eV"
@@ -174,12 +178,24 @@ def _model_card(
     }
 
 
+def _input_card(params: TrainParams) -> dict[str, Any]:
+    """The model card's ``input``: what the network reads."""
+    if params.representation != "chi":
+        return {"representation": "mu"}
+    return {
+        "representation": "chi",
+        "k": [params.k_min, params.k_max, params.k_step],
+        "k_weight": params.k_weight,
+        "background": background_description(),
+    }
+
+
 def _out_of_distribution_reference(
     datamodule: SpectrumDataModule, calibration: dict | None
 ) -> tuple[np.ndarray, float]:
     """Standardized reference spectra (m, n_energy) and the distance threshold
     (:mod:`xasflow.models.ood`) from the training and validation splits and, with a calibration,
-    its measured reference."""
+    its measured reference (left out, with a logged reason, where a chi model cannot read it)."""
     normalization = datamodule.normalization
     assert normalization is not None and datamodule.energy is not None
     train = datamodule.arrays("train")
@@ -187,12 +203,31 @@ def _out_of_distribution_reference(
     validation = normalization.standardize_mu(datamodule.arrays("val").mu)
     measured = None
     if calibration and calibration.get("measured_path"):
-        from xasflow.experiment import read_spectrum, to_relative_grid
-        from xasflow.experiment.alignment import normalize_xanes
-
-        foil = normalize_xanes(read_spectrum(calibration["measured_path"]))
-        measured = normalization.standardize_mu(to_relative_grid(foil, datamodule.energy)[None, :])[0]
+        measured = _measured_reference(datamodule, calibration["measured_path"])
     return references, distance_threshold(references, validation, measured)
+
+
+def _measured_reference(datamodule: SpectrumDataModule, path: str) -> np.ndarray | None:
+    """The measured calibration reference as standardized model input (n_input,); None for a chi
+    model whose k range the reference does not reach (a XANES scan, usually)."""
+    from xasflow.experiment import read_spectrum
+    from xasflow.experiment.alignment import normalize_xanes
+
+    assert datamodule.normalization is not None and datamodule.energy is not None
+    foil = normalize_xanes(read_spectrum(path))
+    try:
+        inputs = measured_input(foil, datamodule.params, datamodule.energy)
+    except UserError as error:
+        if datamodule.params.representation != "chi":
+            raise
+        logger.warning(
+            "calibration reference %s is not used for the out-of-distribution threshold: the chi "
+            "model cannot read it (%s)",
+            path,
+            error,
+        )
+        return None
+    return datamodule.normalization.standardize_mu(inputs[None, :])[0]
 
 
 class EpochProgressLog(pl.Callback):
