@@ -99,6 +99,21 @@ def test_feff10_exafs_by_path_expansion(copper_cluster, tmp_path):
     chi = np.loadtxt(tmp_path / "exafs" / "chi.dat", comments="#")
     assert chi[:, 0].max() == pytest.approx(12.0, abs=0.5)  # k in 1/A
     assert np.abs(chi[:, 1]).max() > 0.01
+    # the dataset keeps FEFF's normalized mu from k = 0 (the first point of its EXAFS grid): a
+    # Larch pre-edge normalization has nothing below the edge to fit
+    from xasflow.dataset.assemble import normalize_spectra
+
+    xmu = np.loadtxt(tmp_path / "exafs" / "xmu.dat", comments="#")
+    assert xmu[0, 2] == pytest.approx(0.0)  # k of FEFF's first EXAFS point
+    row = {"status": "ok", "energy": outcome.result.energy, "mu": outcome.result.mu, "directory": "exafs"}
+    grid = np.arange(0.0, 400.0, 1.0)
+    spectra, failures = normalize_spectra([dict(row)], grid, mode="exafs")
+    assert not failures and spectra[0]["e0"] == pytest.approx(xmu[0, 0], abs=0.01)
+    assert np.all(np.isfinite(spectra[0]["norm_mu"])) and spectra[0]["norm_mu"][100:].mean() == pytest.approx(
+        1.0, abs=0.1
+    )
+    _, refused = normalize_spectra([dict(row, energy_reference="absolute")], grid - 16.0, mode="xanes")
+    assert "below the edge" in refused[0]["reason"] or "pre-edge" in refused[0]["reason"]
 
 
 @pytest.mark.slow

@@ -143,7 +143,7 @@ def assemble(
     check_coverage(rows, set(choices))
     labels = {system: read_labels(path) for system, path in labels_paths.items()}
     grid = params.grid.values
-    spectra, failures = normalize_spectra(rows, grid)
+    spectra, failures = normalize_spectra(rows, grid, config["spectra"].get("mode", "xanes"))
     kept = join_labels(spectra, labels, choices)
     summary = summarize(rows, kept, failures)
     write_failures(failures, failures_path)
@@ -184,8 +184,15 @@ def check_coverage(rows: list[dict], requested: set[tuple[str, int, int]]) -> No
         )
 
 
-def normalize_spectra(rows: list[dict], grid: np.ndarray) -> tuple[list[dict], list[dict]]:
+def normalize_spectra(
+    rows: list[dict], grid: np.ndarray, mode: str = "xanes"
+) -> tuple[list[dict], list[dict]]:
     """Normalize each ok row (Larch, edge-level E0) and put mu on ``e0 + grid`` (eV).
+
+    In EXAFS mode (FEFF path expansion) FEFF's own normalized mu is kept, with E0 at the
+    first point of FEFF's EXAFS grid, where its k is 0: path expansion gives no pre-edge to fit
+    a line to (below the edge its mu is unphysical, even negative), and the models read chi(k),
+    for which k = 0 is the reference (:func:`_exafs_on_grid`).
 
     Returns (spectra, failures): each spectrum is its row with ``norm_mu`` (n_energy,) and
     ``e0`` (eV) added; failures are the rows already failed plus those that could not be
@@ -193,10 +200,11 @@ def normalize_spectra(rows: list[dict], grid: np.ndarray) -> tuple[list[dict], l
     """
     failures = [row for row in rows if row["status"] != "ok"]
     spectra = []
+    on_grid = _exafs_on_grid if mode == "exafs" else _normalized_on_grid
     for row in rows:
         if row["status"] != "ok":
             continue
-        reason, mu, e0 = _normalized_on_grid(row, grid)
+        reason, mu, e0 = on_grid(row, grid)
         if reason:
             row.update(status="failed", reason=reason)
             failures.append(row)
@@ -227,6 +235,25 @@ def _normalized_on_grid(row: dict, grid: np.ndarray) -> tuple[str, np.ndarray | 
     if mu is None:
         return f"spectrum does not cover E0{grid[0]:+.1f}..{grid[-1]:+.1f} eV (E0={e0:.1f})", None, e0
     return "", mu, e0
+
+
+def _exafs_on_grid(row: dict, grid: np.ndarray) -> tuple[str, np.ndarray | None, float]:
+    """(failure reason or "", FEFF's normalized mu on ``e0 + grid``, e0) of one EXAFS-mode
+    spectrum; e0 is the first energy of FEFF's EXAFS grid (k = 0)."""
+    energy, mu = np.asarray(row["energy"], dtype=float), np.asarray(row["mu"], dtype=float)
+    if not (np.all(np.isfinite(energy)) and np.all(np.isfinite(mu))):
+        return "spectrum holds NaN or inf", None, float("nan")
+    if grid[0] < -1e-9:
+        return (
+            f"EXAFS mode: the dataset grid starts at {grid[0]:+.1f} eV; it must start at E0 (0 eV)",
+            None,
+            energy[0],
+        )
+    e0 = float(energy[0])
+    on_grid = to_edge_grid(energy, mu, e0, grid)
+    if on_grid is None:
+        return f"spectrum does not cover E0{grid[0]:+.1f}..{grid[-1]:+.1f} eV (E0={e0:.1f})", None, e0
+    return "", on_grid, e0
 
 
 def join_labels(spectra: list[dict], labels: dict[str, dict], choices: dict) -> _KeptSpectra:
