@@ -382,6 +382,13 @@ def _check_ranges(config: dict, source: str) -> None:
     if not window[0] < window[1]:
         raise ConfigError.for_key(source, "calibration.window", f"{window} must be increasing")
     spectra = config["spectra"]
+    if spectra.get("mode") == "exafs" and config["dataset"]["energy_min"] < 0:
+        raise ConfigError.for_key(
+            source,
+            "dataset.energy_min",
+            f"is {config['dataset']['energy_min']} eV; in EXAFS mode (spectra.mode: exafs) FEFF's path "
+            "expansion gives no pre-edge: the grid must start at E0 (0 eV)",
+        )
     if spectra["fms_radius"] > spectra["cluster_radius"]:
         raise ConfigError.for_key(
             source,

@@ -123,6 +123,10 @@ def test_ordinary_paths_are_accepted():
             {"training": {"models": {"cnn": {"architecture": "cnn", "energy_min": -30, "energy_max": -20}}}},
             r"training\.models\.cnn': the window -30\.\.-20 eV lies outside the dataset grid",
         ),
+        (  # path expansion has no pre-edge: an EXAFS-mode grid starts at E0
+            {"spectra": {"mode": "exafs"}, "dataset": {"energy_min": -12.0, "energy_max": 400.0}},
+            r"dataset\.energy_min' is -12\.0 eV; in EXAFS mode",
+        ),
     ],
 )
 def test_inverted_ranges_are_refused(sections, key):
