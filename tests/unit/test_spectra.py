@@ -61,6 +61,19 @@ def test_check_spectrum_reasons():
     assert "does not reach" in check_spectrum(energy[:30], good[:30], 0.35)
 
 
+def test_exafs_mode_tolerates_a_dip_at_the_start_of_the_k_grid_only():
+    # FEFF's EXAFS grid starts at k = 0; a slightly negative mu there is no physics failure
+    relative = -11.5 + 3.81 * np.linspace(0, 12, 241) ** 2
+    mu = np.where(relative < 20, 0.8, 1.0)
+    dipped = mu.copy()
+    dipped[:3] = -0.01  # k < 0.15 / A
+    assert "negative" in check_spectrum(relative, dipped, 0.35)
+    assert check_spectrum(relative, dipped, 0.35, mode="exafs") == ""
+    late = mu.copy()
+    late[100] = -0.01  # k = 5 / A
+    assert "negative" in check_spectrum(relative, late, 0.35, mode="exafs")
+
+
 @pytest.mark.slow
 def test_feff10_computes_a_physical_cu_k_edge(tmp_path):
     atoms = build_bulk(BulkSpec("Cu", "fcc", 3.615, (3, 3, 3)))

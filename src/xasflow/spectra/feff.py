@@ -48,6 +48,8 @@ KEEP_FILES = ("feff.inp", "xmu.dat", "chi.dat", "params.json", "feff.log")
 POTENTIAL_FILES = ("pot.bin", "apot.bin")
 EDGE_INDEX = {"K": 1, "L1": 2, "L2": 3, "L3": 4}
 EXCHANGE_MODELS = {"HL": 0, "DH": 2, "PNL": 5}
+#: hbar^2 / 2 m_e in eV A^2: E - E0 = 3.81 k^2 (k in 1/A).
+HBAR2_OVER_2M_EV_A2 = 3.80998
 CORE_HOLE_CARDS = {"FSR": "COREHOLE FSR", "RPA": "COREHOLE RPA", "none": "COREHOLE NONE"}
 #: ``SpectrumResult.energy_reference`` of absolute photon energies (FEFF's ``omega``).
 ABSOLUTE_ENERGY = "absolute"
@@ -211,16 +213,26 @@ def read_xmu(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows[:, 0], rows[:, 1], rows[:, 3]
 
 
-def check_spectrum(relative_energy: np.ndarray, mu: np.ndarray, tolerance: float) -> str:
+#: EXAFS mode: below this k (1/A) path expansion is not meant to be accurate, and mu at FEFF's
+#: first grid points (k = 0) can dip a little below zero; the negative-mu check starts here.
+EXAFS_CHECK_K_MIN = 1.0
+
+
+def check_spectrum(relative_energy: np.ndarray, mu: np.ndarray, tolerance: float, mode: str = "xanes") -> str:
     """Empty string for a physical spectrum, else the reason it is not.
 
-    Checks: finite values, no negative mu, and mean mu 25-55 eV above the edge within
-    ``tolerance`` of 1 (FEFF normalizes mu to the atomic background at the edge).
+    Checks: finite values, no negative mu (in EXAFS mode from k = :data:`EXAFS_CHECK_K_MIN` up,
+    k counted from the first point of FEFF's EXAFS grid), and mean mu 25-55 eV above the edge
+    within ``tolerance`` of 1 (FEFF normalizes mu to the atomic background at the edge).
     """
     if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(relative_energy))):
         return "non-finite mu or energy in xmu.dat"
-    if np.any(mu < -1e-3):
-        return f"negative mu (min {mu.min():.3g})"
+    checked = mu
+    if mode == "exafs":
+        k = np.sqrt(np.maximum(relative_energy - relative_energy[0], 0.0) / HBAR2_OVER_2M_EV_A2)
+        checked = mu[k >= EXAFS_CHECK_K_MIN]
+    if np.any(checked < -1e-3):
+        return f"negative mu (min {checked.min():.3g})"
     window = (relative_energy >= 25) & (relative_energy <= 55)
     if window.sum() < 3:
         return "xmu.dat does not reach 25-55 eV above the edge"
@@ -294,9 +306,9 @@ def _finish(
         else:
             try:
                 energy, relative, mu = read_xmu(xmu_path)
-                reason = check_spectrum(relative, mu, params.post_edge_tolerance) or check_edge_position(
-                    energy, mu, cluster.symbols[0], params.edge, params.edge_tolerance
-                )
+                reason = check_spectrum(
+                    relative, mu, params.post_edge_tolerance, params.mode
+                ) or check_edge_position(energy, mu, cluster.symbols[0], params.edge, params.edge_tolerance)
             except ValueError as error:
                 reason = f"unreadable xmu.dat: {error}"
     if reason:
