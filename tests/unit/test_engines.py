@@ -155,6 +155,7 @@ def test_build_engine_from_config():
                 }
             },
             "spectra": {"engine": "feff", "feff_command": ["feff"], "mode": "exafs"},
+            "dataset": {"energy_min": 0.0, "energy_max": 400.0},  # EXAFS mode: from E0 up
         }
     )
     engine = build_engine(config["spectra"])
