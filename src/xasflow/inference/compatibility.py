@@ -22,14 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import xraydb
 
-from xasflow.errors import UserError
 from xasflow.experiment import NormalizedSpectrum
 from xasflow.experiment.normalization import GRID_OVERHANG_TOLERANCE_EV
+from xasflow.experiment.readers import SpectrumReadError
 from xasflow.models.exafs import autobk_energy_grid
 from xasflow.spectrum import ABSOLUTE
 
@@ -48,20 +47,11 @@ logger = logging.getLogger(__name__)
 EDGE_ENERGY_TOLERANCE_EV = 60.0
 
 
-class IncompatibleSpectrumError(UserError):
+class IncompatibleSpectrumError(SpectrumReadError):
     """A spectrum of another element or edge than a model's, or one too short for its grid.
 
-    The message is always one line, ``"<path>: <problem>"``.
+    The message is always one line, ``"<path>: <problem>"`` (as every ``SpectrumReadError``).
     """
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-    def __reduce__(self):
-        # keep the two-argument constructor working across pickling (multiprocessing, Snakemake)
-        return (type(self), (self.path, self.problem))
 
 
 @dataclass(frozen=True)
