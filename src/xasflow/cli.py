@@ -232,6 +232,28 @@ def cmd_windows(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from xasflow.models.crossval import LEVELS, cross_validate, level_name
+
+    params, augmentation, calibration = _train_inputs(args)
+    summary = cross_validate(args.dataset, params, args.out_dir, augmentation, calibration)
+    for name, entry in summary["targets"].items():
+        metric = {"classification": "accuracy", "probability": "brier"}.get(entry["kind"], "mae")
+        network = entry["models"].get("network", {}).get(metric)
+        line = f"{name:24s} network {metric} {'n/a' if network is None else f'{network:.4g}'}"
+        best = entry.get("best_baseline")
+        if best:
+            line += f", best baseline {best} {entry['models'][best][metric]:.4g}"
+        if "coverage" in entry:
+            overall = entry["coverage"]["cross_system"]["overall"]
+            line += ", cross-system coverage " + "/".join(
+                "n/a" if overall[level_name(level)] is None else f"{100 * overall[level_name(level)]:.1f}"
+                for level in LEVELS
+            )
+        print(line)
+    return 0
+
+
 def cmd_pseudo(args: argparse.Namespace) -> int:
     from xasflow.dataset.schema import open_dataset
     from xasflow.inference.pseudo import PseudoExperimentParams, write_pseudo_experiment
@@ -392,6 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     windows.add_argument("--calibration", help="calibration.json from `xasflow fidelity`")
     windows.set_defaults(handler=cmd_windows)
+
+    crossval = commands.add_parser(
+        "crossval",
+        help="leave-one-system-out: pooled metrics of the model and every baseline, and intervals "
+        "calibrated across systems",
+    )
+    _add_config(crossval)
+    crossval.add_argument("--model", required=True, help="a name under training.models")
+    crossval.add_argument("--dataset", required=True)
+    crossval.add_argument("--out-dir", required=True)
+    crossval.add_argument("--calibration", help="calibration.json from `xasflow fidelity`")
+    crossval.set_defaults(handler=cmd_crossval)
 
     pseudo = commands.add_parser(
         "pseudo-experiment", help="pseudo-experimental spectrum of a held-out system"

@@ -184,26 +184,39 @@ def write_reliability(
     specs: tuple[TargetSpec, ...],
     predicted: dict[str, dict[str, np.ndarray]],
     arrays: dict[str, SpectrumArrays],
+    calibration_sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> None:
-    """Nominal against observed test coverage of conformal intervals (fitted on validation) for
-    every number target with both splits."""
+    """Nominal against observed test coverage of conformal intervals for every number target:
+    fitted on ``calibration_sets[name]`` (truth, prediction, spread: the out-of-system
+    predictions of a cross-system calibration) where given, else on the validation split."""
     curves = {}
     nominal = np.linspace(0.05, 0.95, 19)
     for spec in specs:
         if spec.kind != "regression":
             continue
-        val_keep = defined_rows(arrays["val"].targets[spec.name])
         test_keep = defined_rows(arrays["test"].targets[spec.name])
-        if val_keep.sum() < 2 or not test_keep.any():
+        if calibration_sets is not None:
+            if spec.name not in calibration_sets:
+                continue
+            reference = calibration_sets[spec.name]
+        else:
+            val_keep = defined_rows(arrays["val"].targets[spec.name])
+            if val_keep.sum() < 2:
+                continue
+            reference = (
+                arrays["val"].targets[spec.name][val_keep],
+                predicted["val"][spec.name][val_keep],
+                predicted["val"][f"{spec.name}_spread"][val_keep],
+            )
+        if not test_keep.any():
             continue
         observed = coverage_curve(
             arrays["test"].targets[spec.name][test_keep],
             predicted["test"][spec.name][test_keep],
             predicted["test"][f"{spec.name}_spread"][test_keep],
-            arrays["val"].targets[spec.name][val_keep],
-            predicted["val"][spec.name][val_keep],
-            predicted["val"][f"{spec.name}_spread"][val_keep],
+            *reference,
             nominal=nominal,
         )
         curves[spec.name] = (nominal, observed)
-    plot_reliability(path, curves, "split-conformal intervals: test coverage")
+    method = "cross-system" if calibration_sets is not None else "split"
+    plot_reliability(path, curves, f"{method}-conformal intervals: test coverage")

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("cnn", "mlp", "multiscale")
 REPRESENTATIONS = ("mu", "chi")
+CONFORMAL_METHODS = ("split", "cross_system")
 # fewest input points a model reads (the energy window or the k grid)
 MIN_INPUT_POINTS = 4
 
@@ -71,6 +72,10 @@ class TrainParams:
                       E0 + 3.81 * k_max**2 eV (461 eV for k_max = 11 / Angstrom).
     k_min, k_max, k_step: the k grid of a chi model, 1/Angstrom (:meth:`k_grid`).
     k_weight:         power of k multiplied into chi (0..3).
+    conformal:        how the intervals are calibrated (:mod:`xasflow.models.conformal`):
+                      "split" on the validation systems, or "cross_system" on out-of-system
+                      predictions of every training and validation system, one extra training
+                      per system (:mod:`xasflow.models.crossval`).
     """
 
     architecture: str = "cnn"
@@ -97,6 +102,7 @@ class TrainParams:
     k_max: float = 11.0
     k_step: float = 0.1
     k_weight: int = 2
+    conformal: str = "split"
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; store tuples so that the parameters stay hashable and immutable
@@ -110,6 +116,10 @@ class TrainParams:
         if self.architecture not in ARCHITECTURES:
             raise UserError(
                 f"TrainParams.architecture is {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
+            )
+        if self.conformal not in CONFORMAL_METHODS:
+            raise UserError(
+                f"TrainParams.conformal is {self.conformal!r}; valid: {', '.join(CONFORMAL_METHODS)}"
             )
         self._check_numbers()
         self._check_representation()

@@ -58,6 +58,8 @@ LOSS_NAME = "loss.png"
 RELIABILITY_NAME = "reliability.png"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_MD = "comparison.md"
+#: Where a cross-system calibrated model keeps its folds (:mod:`xasflow.models.crossval`).
+CROSSVAL_DIR = "crossval"
 
 
 def _read_loss_history(metrics_csv: Path) -> dict[str, dict[int, float]]:
@@ -283,8 +285,11 @@ def train_model(
     the job has one); ``params.ensemble`` members train side by side. The checkpoint with the
     lowest validation loss (training loss if there are no validation systems) is evaluated on
     the validation systems, which fit split-conformal intervals of every number and curve
-    target (:mod:`xasflow.models.evaluate`); it is kept as ``out_dir/model.ckpt`` with that
-    calibration and a checksum of its weights and hyperparameters. Also writes
+    target (:mod:`xasflow.models.evaluate`); with ``params.conformal`` "cross_system" the
+    intervals come instead from one extra training per training and validation system, held
+    out in turn (:func:`xasflow.models.crossval.development_calibration`, folds under
+    ``out_dir/crossval``). It is kept as ``out_dir/model.ckpt`` with that calibration and a
+    checksum of its weights and hyperparameters. Also writes
     ``metrics.json`` (the returned dict: per target the test metrics of the model and of every
     baseline, the coverage of the 68/90/95 % intervals, the winner), ``comparison.csv`` /
     ``comparison.md`` (the table), ``parity.png``, ``reliability.png``, ``loss.png`` and the
@@ -305,7 +310,15 @@ def train_model(
     best_path = _publish_checkpoint(fit, out_dir)
     best = model_from_checkpoint(read_checkpoint(best_path), best_path)
     predicted = {split: _predict(best, datamodule.arrays(split)) for split in ("val", "test")}
-    conformal = fit_calibration(params.targets, predicted["val"], datamodule.arrays("val"))
+    calibration_sets = None
+    if params.conformal == "cross_system":
+        from xasflow.models.crossval import development_calibration
+
+        conformal, calibration_sets = development_calibration(
+            dataset_path, params, out_dir / CROSSVAL_DIR, augmentation, calibration
+        )
+    else:
+        conformal = fit_calibration(params.targets, predicted["val"], datamodule.arrays("val"))
     temperatures = fit_temperatures(params.targets, best, datamodule.arrays("val"))
     saved = _store_calibration(best_path, conformal, temperatures)
     best = model_from_checkpoint(saved, best_path)  # what was written is what is evaluated
@@ -322,7 +335,7 @@ def train_model(
     )
     write_comparison(evaluation.comparison, out_dir / COMPARISON_CSV, out_dir / COMPARISON_MD)
     _plot_parity(out_dir / PARITY_NAME, _parity_panels(params, arrays["test"], predicted["test"], evaluation))
-    write_reliability(out_dir / RELIABILITY_NAME, params.targets, predicted, arrays)
+    write_reliability(out_dir / RELIABILITY_NAME, params.targets, predicted, arrays, calibration_sets)
     _plot_loss(out_dir / LOSS_NAME, _read_loss_history(fit.log_dir / "metrics.csv"))
     # wall time last, so it covers evaluation and plotting too
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
@@ -337,6 +350,23 @@ def train_model(
         )
     logger.info("%s: %d epochs in %.1f s", model_name, fit.epochs_run, metrics["wall_seconds"])
     return metrics
+
+
+def split_predictions(
+    dataset_path: str | Path,
+    params: TrainParams,
+    checkpoint_path: str | Path,
+    calibration: dict | None = None,
+    split: str = "test",
+) -> tuple[SpectrumArrays, dict[str, np.ndarray]]:
+    """The raw arrays of one split of ``params``' split and the checkpoint's physical predictions
+    for them (means, spreads, intervals: :meth:`SpectrumRegressor.predict_spectra`)."""
+    transform = CalibrationTransform.from_dict(calibration["transform"]) if calibration else None
+    datamodule = SpectrumDataModule(dataset_path, params, None, transform)
+    datamodule.setup("predict")
+    model = model_from_checkpoint(read_checkpoint(checkpoint_path), checkpoint_path)
+    arrays = datamodule.arrays(split)
+    return arrays, _predict(model, arrays)
 
 
 def _format_metrics(values: dict[str, Any]) -> str:
