@@ -128,6 +128,11 @@ def test_every_spectrum_is_predicted_once_by_a_model_that_never_saw_its_system(t
     assert checkpoint.stat().st_mtime_ns == stamp
     assert "already trained" in caplog.text
     assert again["targets"]["partial_cn_Pt"]["models"] == entry["models"]
+    # another dataset (its config hash) under the same folder trains the folds again
+    other = _dataset(seed=4)
+    other.attrs["config_hash"] = "2" * 16
+    cross_validate(write_dataset(other, tmp_path / "other.zarr"), params, out)
+    assert checkpoint.stat().st_mtime_ns != stamp
 
 
 def test_a_cross_system_calibrated_model_never_trains_on_its_test_systems(tmp_path):

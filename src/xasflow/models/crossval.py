@@ -140,10 +140,10 @@ def cross_system_coverage(
     return {"overall": overall, "per_system": per_system, "n": counted}
 
 
-def _fold_done(fold_dir: Path, params: TrainParams) -> dict[str, Any] | None:
-    """The fold's metrics if it finished with these parameters (a rerun resumes), else None.
-    Parameters are compared after both are read back, so a key added later with its default
-    does not force a retraining."""
+def _fold_done(fold_dir: Path, params: TrainParams, dataset_hash: str | None) -> dict[str, Any] | None:
+    """The fold's metrics if it finished with these parameters on this dataset (its config
+    hash), else None: a rerun resumes. Parameters are compared after both are read back, so a
+    key added later with its default does not force a retraining."""
     metrics_path = fold_dir / "metrics.json"
     if not (metrics_path.exists() and (fold_dir / "model.ckpt").exists()):
         return None
@@ -152,7 +152,7 @@ def _fold_done(fold_dir: Path, params: TrainParams) -> dict[str, Any] | None:
         done = TrainParams.from_dict(metrics["params"])
     except (OSError, KeyError, TypeError, UserError, json.JSONDecodeError):
         return None
-    return metrics if done == params else None
+    return metrics if done == params and metrics.get("dataset_config_hash") == dataset_hash else None
 
 
 @dataclass
@@ -175,13 +175,15 @@ def _run_folds(
     calibration: dict | None,
 ) -> _Folds:
     """Train (or reuse) one fold per system in ``systems`` and predict the held-out system."""
+    from xasflow.dataset.schema import open_dataset
     from xasflow.models.train import split_predictions, train_model
 
+    dataset_hash = open_dataset(dataset_path).attrs.get("config_hash")
     folds = _Folds()
     for position, held_out in enumerate(systems, start=1):
         fold = fold_params(params, held_out, substitutes)
         fold_dir = folds_dir / held_out
-        metrics = _fold_done(fold_dir, fold)
+        metrics = _fold_done(fold_dir, fold, dataset_hash)
         if metrics is None:
             logger.info("fold %d/%d: %s held out", position, len(systems), held_out)
             metrics = train_model(dataset_path, fold, fold_dir, augmentation, calibration)
