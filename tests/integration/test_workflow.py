@@ -162,6 +162,26 @@ def test_rerun_has_nothing_to_do(tiny_run, run_snakemake):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_crossval_target_holds_out_every_system_once(tiny_run, run_snakemake):
+    checkpoint = tiny_run / "results/models/mlp/model.ckpt"
+    stamp = checkpoint.stat().st_mtime_ns
+    result = run_snakemake(tiny_run, tiny_run / "study.yaml", "results/crossval/mlp/crossval.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tiny_run / "results/crossval/mlp"
+    summary = json.loads((folder / "crossval.json").read_text())
+    # the pseudo-experiment's system stays excluded; the four others are held out in turn
+    assert summary["systems"] == ["bulk_300K", "crystal_Cu", "np_cubo_55", "np_ico_55"]
+    assert summary["folds"]["np_ico_55"]["val_systems"] == ["bulk_300K"]
+    dataset = open_dataset(tiny_run / "results/dataset/spectra.zarr")
+    kept = int(np.sum(dataset["system"].values != "np_deca_55"))
+    with open(folder / "crossval.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["target"] == "coordination_number"]
+    assert len(rows) == kept == summary["targets"]["coordination_number"]["models"]["network"]["n"]
+    assert set(summary["targets"]["coordination_number"]["models"]) >= {"network", "mean", "ridge"}
+    assert (folder / "reliability.png").stat().st_size > 0
+    assert checkpoint.stat().st_mtime_ns == stamp  # the study's own model is not touched
+
+
 def _job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1]
     return {match[0]: int(match[1]) for match in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
