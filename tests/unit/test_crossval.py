@@ -169,6 +169,11 @@ def test_a_cross_system_calibrated_model_never_trains_on_its_test_systems(tmp_pa
     model = model_from_checkpoint(read_checkpoint(out / "model.ckpt"), out / "model.ckpt")
     calibration = model.conformal["partial_cn_Pt"]
     assert calibration.n_calibration == 4 * 40 and calibration.normalized
+    assert model.model_card["intervals"] == {
+        "method": "cross_system",
+        "calibration_systems": folds,
+        "spectra": {"partial_cn_Pt": 160},
+    }
     coverage = metrics["targets"]["partial_cn_Pt"]["coverage"]
     assert 0.75 <= coverage["coverage_90"] <= 1.0
     assert (out / "reliability.png").stat().st_size > 1000

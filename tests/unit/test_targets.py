@@ -259,6 +259,9 @@ def test_model_card_round_trips(trained):
     assert card["targets"]["partial_cn_Pt"]["element"] == "Pt"
     assert card["targets"]["valence"]["classes"] == [0, 1, 2, 3, 4]
     assert card["split"]["test"] == ["s6", "s7"]
+    assert card["intervals"]["method"] == "split"
+    assert card["intervals"]["calibration_systems"] == ["s1", "s2"]
+    assert card["intervals"]["spectra"]["coordination_number"] == 80
     assert predictor.targets == params.target_names()
     assert (
         TrainParams.from_dict(read_checkpoint(out_dir / "model.ckpt")["hyper_parameters"]["params"]) == params

@@ -320,7 +320,16 @@ def train_model(
     else:
         conformal = fit_calibration(params.targets, predicted["val"], datamodule.arrays("val"))
     temperatures = fit_temperatures(params.targets, best, datamodule.arrays("val"))
-    saved = _store_calibration(best_path, conformal, temperatures)
+    intervals = {
+        "method": params.conformal,
+        "calibration_systems": sorted(
+            datamodule.split.train + datamodule.split.val
+            if params.conformal == "cross_system"
+            else datamodule.split.val
+        ),
+        "spectra": {name: value.n_calibration for name, value in conformal.items()},
+    }
+    saved = _store_calibration(best_path, conformal, temperatures, intervals)
     best = model_from_checkpoint(saved, best_path)  # what was written is what is evaluated
     predicted = {split: _predict(best, datamodule.arrays(split)) for split in ("val", "test")}
     arrays = {split: datamodule.arrays(split) for split in ("train", "val", "test")}
@@ -404,13 +413,15 @@ def _parity_panels(
 
 
 def _store_calibration(
-    path: Path, conformal: dict[str, Any], temperatures: dict[str, float]
+    path: Path, conformal: dict[str, Any], temperatures: dict[str, float], intervals: dict[str, Any]
 ) -> dict[str, Any]:
     """Add the conformal calibration and the probability temperatures to the checkpoint at
-    ``path`` (checksum renewed, written atomically); returns the checkpoint dict as written."""
+    ``path``, and ``intervals`` (method, calibration systems and spectra per target) to its
+    model card (checksum renewed, written atomically); returns the checkpoint dict as written."""
     checkpoint = read_checkpoint(path)
     hyper_parameters = checkpoint[SpectrumRegressor.CHECKPOINT_HYPER_PARAMS_KEY]
     hyper_parameters["conformal"] = {name: value.to_dict() for name, value in conformal.items()}
+    hyper_parameters["model_card"] = {**hyper_parameters.get("model_card", {}), "intervals": intervals}
     hyper_parameters["temperatures"] = dict(temperatures)
     checkpoint[CHECKSUM_KEY] = checkpoint_checksum(checkpoint["state_dict"], hyper_parameters)
     with atomic_path(path, suffix=".ckpt") as temporary:
