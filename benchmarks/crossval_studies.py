@@ -15,6 +15,8 @@ network, on the main target:
   on each fold's validation systems (split conformal) and across systems (each system's
   intervals fitted on the out-of-system scores of all the others), with the binomial standard
   error of a coverage measured on that many spectra;
+- for a nested run (``--nested``, in ``crossval/<model>-nested/``), the coverage of each fold's
+  own cross-system intervals, fitted without the held-out system at all;
 - the coverage on the study's own test system by its own model, with the calibration that
   model uses (``conformal`` in its config).
 
@@ -56,7 +58,8 @@ def _within_bars(overall: dict) -> bool:
 def _study_lines(results: Path, study: str, target: str) -> list[str]:
     lines = []
     for summary_path in sorted((results / study / "crossval").glob("*/crossval.json")):
-        model = summary_path.parent.name
+        # a nested run (xasflow crossval --nested) sits in <model>-nested/
+        model = summary_path.parent.name.removesuffix("-nested")
         summary = json.loads(summary_path.read_text())
         entry = summary["targets"].get(target)
         if entry is None:
@@ -66,12 +69,14 @@ def _study_lines(results: Path, study: str, target: str) -> list[str]:
         coverage = entry["coverage"]
         n = coverage["cross_system"]["n"]
         verdict = "met" if _within_bars(coverage["cross_system"]["overall"]) else "missed"
+        own_key = "nested_cross_system" if summary.get("nested") else "split_conformal"
+        own_method = "nested" if summary.get("nested") else "split"
         error = 100 * math.sqrt(0.9 * 0.1 / n) if n else float("nan")
         line = (
             f"{study:20s} {model:10s} {len(summary['systems']):2d} systems {n:4d} spectra | "
             f"MAE network {network['mae']:.3f}, {best} {entry['models'][best]['mae']:.3f} "
             f"({'network' if entry.get('network_beats_best_baseline') else 'baseline'} wins) | "
-            f"coverage 68/90/95 split {_percent(coverage['split_conformal'])}, "
+            f"coverage 68/90/95 {own_method} {_percent(coverage[own_key])}, "
             f"cross-system {_percent(coverage['cross_system']['overall'])} "
             f"(+-{error:.1f} at 90 %; bars {verdict})"
         )

@@ -236,7 +236,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from xasflow.models.crossval import LEVELS, cross_validate, level_name
 
     params, augmentation, calibration = _train_inputs(args)
-    summary = cross_validate(args.dataset, params, args.out_dir, augmentation, calibration)
+    summary = cross_validate(args.dataset, params, args.out_dir, augmentation, calibration, args.nested)
     for name, entry in summary["targets"].items():
         metric = {"classification": "accuracy", "probability": "brier"}.get(entry["kind"], "mae")
         network = entry["models"].get("network", {}).get(metric)
@@ -425,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--dataset", required=True)
     crossval.add_argument("--out-dir", required=True)
     crossval.add_argument("--calibration", help="calibration.json from `xasflow fidelity`")
+    crossval.add_argument(
+        "--nested",
+        action="store_true",
+        help="calibrate every fold across its own systems too (no shortcut; about N times the cost)",
+    )
     crossval.set_defaults(handler=cmd_crossval)
 
     pseudo = commands.add_parser(

@@ -177,3 +177,29 @@ def test_a_cross_system_calibrated_model_never_trains_on_its_test_systems(tmp_pa
     coverage = metrics["targets"]["partial_cn_Pt"]["coverage"]
     assert 0.75 <= coverage["coverage_90"] <= 1.0
     assert (out / "reliability.png").stat().st_size > 1000
+
+
+def test_nested_folds_calibrate_without_their_held_out_system(tmp_path):
+    path = write_dataset(_dataset(), tmp_path / "d.zarr")
+    params = _params(
+        architecture="mlp",
+        targets=({"variable": "partial_cn", "element": "Pt"},),
+        ensemble=2,
+        max_epochs=5,
+        hidden_sizes=(16,),
+        val_systems=("s1",),
+        test_systems=("s2",),
+        exclude_systems=("s4", "s5", "s6", "s7"),
+        conformal="cross_system",
+    )
+    out = tmp_path / "nested"
+    summary = cross_validate(path, params, out, nested=True)
+    assert summary["nested"] is True
+    coverage = summary["targets"]["partial_cn_Pt"]["coverage"]
+    assert set(coverage) == {"nested_cross_system", "cross_system", "cross_system_plain"}
+    assert all(0.0 <= coverage["nested_cross_system"][level] <= 1.0 for level in ("68", "90", "95"))
+    for held_out in ("s0", "s1", "s2", "s3"):
+        fold = out / "folds" / held_out
+        assert json.loads((fold / "metrics.json").read_text())["params"]["conformal"] == "cross_system"
+        inner = sorted(child.name for child in (fold / "crossval" / "folds").iterdir())
+        assert held_out not in inner and len(inner) == 3

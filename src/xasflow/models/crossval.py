@@ -71,16 +71,19 @@ POOLED_METRICS = ("mae", "accuracy", "brier")
 METHODS = ("cross_system", "cross_system_plain")
 
 
-def fold_params(params: TrainParams, held_out: str, substitutes: Sequence[str] = ()) -> TrainParams:
-    """``params`` with ``held_out`` the only test system and split-conformal calibration (a fold
-    is never cross-calibrated itself). The validation systems stay ``params``'; where
-    ``held_out`` is one of them, the first of ``substitutes`` not held out takes its place."""
+def fold_params(
+    params: TrainParams, held_out: str, substitutes: Sequence[str] = (), conformal: str = "split"
+) -> TrainParams:
+    """``params`` with ``held_out`` the only test system and the fold's own interval
+    calibration ``conformal`` ("split" unless the cross-validation is nested). The validation
+    systems stay ``params``'; where ``held_out`` is one of them, the first of ``substitutes``
+    not held out takes its place."""
     val = tuple(system for system in params.val_systems if system != held_out)
     missing = len(params.val_systems) - len(val)
     val = val + tuple(system for system in substitutes if system != held_out and system not in val)[:missing]
     if not val:
         raise UserError(f"no validation system is left for the fold that holds out {held_out!r}")
-    return replace(params, val_systems=val, test_systems=(held_out,), conformal="split")
+    return replace(params, val_systems=val, test_systems=(held_out,), conformal=conformal)
 
 
 @dataclass
@@ -173,6 +176,7 @@ def _run_folds(
     folds_dir: Path,
     augmentation: AugmentationParams | None,
     calibration: dict | None,
+    conformal: str = "split",
 ) -> _Folds:
     """Train (or reuse) one fold per system in ``systems`` and predict the held-out system."""
     from xasflow.dataset.schema import open_dataset
@@ -181,7 +185,7 @@ def _run_folds(
     dataset_hash = open_dataset(dataset_path).attrs.get("config_hash")
     folds = _Folds()
     for position, held_out in enumerate(systems, start=1):
-        fold = fold_params(params, held_out, substitutes)
+        fold = fold_params(params, held_out, substitutes, conformal)
         fold_dir = folds_dir / held_out
         metrics = _fold_done(fold_dir, fold, dataset_hash)
         if metrics is None:
@@ -228,8 +232,14 @@ def cross_validate(
     out_dir: str | Path,
     augmentation: AugmentationParams | None = None,
     calibration: dict | None = None,
+    nested: bool = False,
 ) -> dict[str, Any]:
     """Leave-one-system-out over every system of the dataset not excluded (module docstring).
+
+    ``nested``: every fold is itself calibrated across systems (``conformal: cross_system``,
+    one training per system it trains and validates on), so the intervals for a held-out system
+    come from folds that never saw it: the coverage ``nested_cross_system`` has no shortcut, at
+    about (number of systems) times the cost.
 
     A fold whose ``metrics.json`` and checkpoint exist with the same parameters is not trained
     again. Returns the summary written to ``crossval.json``.
@@ -249,8 +259,9 @@ def cross_validate(
         out_dir / FOLDS_DIR,
         augmentation,
         calibration,
+        "cross_system" if nested else "split",
     )
-    summary = _summary(params, systems, folds.metrics, folds.pooled)
+    summary = _summary(params, systems, folds.metrics, folds.pooled, nested)
     _write_outputs(out_dir, summary, folds.rows, folds.pooled)
     return summary
 
@@ -366,7 +377,8 @@ def _fold_count(metrics: Mapping[str, Any], target: str) -> int:
 
 
 def _split_coverage(fold_metrics: Mapping[str, Mapping[str, Any]], target: str) -> dict[str, float | None]:
-    """The split-conformal coverage (each fold calibrated on its own validation systems), pooled."""
+    """Each fold's own intervals on its held-out system, pooled: calibrated on the fold's
+    validation systems (split conformal) or, nested, across the fold's own systems."""
     pooled: dict[str, float | None] = {}
     for level in LEVELS:
         key = f"coverage_{level_name(level)}"
@@ -387,6 +399,7 @@ def _summary(
     systems: list[str],
     fold_metrics: Mapping[str, Mapping[str, Any]],
     pooled: Mapping[str, _Pooled],
+    nested: bool = False,
 ) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for spec in params.targets:
@@ -407,7 +420,10 @@ def _summary(
         if spec.name in pooled:
             system, truth, prediction, spread = pooled[spec.name].arrays()
             entry["coverage"] = {
-                "split_conformal": _split_coverage(fold_metrics, spec.name),
+                # each fold's own intervals on its held-out system
+                "nested_cross_system" if nested else "split_conformal": _split_coverage(
+                    fold_metrics, spec.name
+                ),
                 "cross_system": cross_system_coverage(system, truth, prediction, spread),
                 "cross_system_plain": cross_system_coverage(
                     system, truth, prediction, spread, normalized=False
@@ -417,6 +433,7 @@ def _summary(
     return {
         "architecture": params.architecture,
         "ensemble": params.ensemble,
+        "nested": nested,
         "systems": systems,
         "folds": {
             system: {
