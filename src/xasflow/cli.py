@@ -59,12 +59,12 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     from xasflow.structures.labels import LabelParams
-    from xasflow.structures.pipeline import label_system, system_potential
+    from xasflow.structures.pipeline import label_system, lammps_potential
 
     config = _config(args)
     spec = _system(config, args.system)
     # the MD potential relaxes each snapshot before common neighbour analysis
-    potential = system_potential(spec, Path(args.out).parent) if spec.potential else None
+    potential = lammps_potential(spec, Path(args.out).parent)
     label_system(
         args.snapshots,
         spec,

@@ -27,11 +27,15 @@ from xasflow.config import ConfigError
 @dataclass(frozen=True)
 class PotentialSpec:
     """A LAMMPS potential: ``style`` + ``file`` (a path or a file shipped with LAMMPS), or a
-    ``generator`` (zhou2004: an EAM/alloy file made for the system's elements)."""
+    ``generator`` (zhou2004: an EAM/alloy file made for the system's elements); or an ASE
+    ``calculator`` (chgnet, or ``package.module:ClassName``) with its constructor
+    ``parameters``, run by ``xasflow.structures.ase_md``."""
 
     style: str | None
     file: str | None
     generator: str | None
+    calculator: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

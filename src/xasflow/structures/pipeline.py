@@ -16,6 +16,7 @@ from ase import Atoms
 
 from xasflow import __version__
 from xasflow.fileio import atomic_write_text
+from xasflow.structures.ase_md import CalculatorPotential, run_ase_md
 from xasflow.structures.builders import (
     BulkSpec,
     NanoparticleSpec,
@@ -122,13 +123,15 @@ def md_params(spec: SystemSpec) -> MDParams:
     )
 
 
-def system_potential(spec: SystemSpec, out_dir: Path) -> Potential:
-    """The LAMMPS potential of a system: a given file, or a Zhou-Johnson-Wadley (2004)
-    EAM/alloy file generated into ``out_dir`` for the system's elements."""
+def system_potential(spec: SystemSpec, out_dir: Path) -> Potential | CalculatorPotential:
+    """The potential of a system: an ASE calculator, a given LAMMPS file, or a
+    Zhou-Johnson-Wadley (2004) EAM/alloy file generated into ``out_dir`` for its elements."""
     section = spec.potential
     if section is None:
         raise TypeError(f"{spec.name}: a {spec.kind} system has no potential")
     species = spec.elements
+    if section.calculator:
+        return CalculatorPotential(section.calculator, species, dict(section.parameters or {}))
     if section.generator == "zhou2004":
         from xasflow.structures.zhou_eam import write_setfl
 
@@ -137,17 +140,45 @@ def system_potential(spec: SystemSpec, out_dir: Path) -> Potential:
     return Potential(section.style, resolve_potential(section.file), species)
 
 
+def lammps_potential(spec: SystemSpec, out_dir: Path) -> Potential | None:
+    """The system's LAMMPS potential (relaxes snapshots before CNA); None for a crystal or an
+    ASE calculator, whose snapshots are analysed as they are."""
+    if spec.potential is None or spec.potential.calculator:
+        return None
+    potential = system_potential(spec, out_dir)
+    return potential if isinstance(potential, Potential) else None
+
+
+def _potential_record(potential: Potential | CalculatorPotential) -> dict:
+    """What identifies the potential: file and checksum, or calculator, version and weights."""
+    if isinstance(potential, CalculatorPotential):
+        record = potential.provenance()
+        return {
+            "potential_style": potential.style,
+            "potential_file": record.get("calculator_weights", potential.name),
+            "potential_sha256": record.get("calculator_weights_sha256", ""),
+            **record,
+        }
+    return {
+        "potential_style": potential.style,
+        "potential_file": str(potential.file),
+        "potential_sha256": file_sha256(potential.file),
+        "lammps_version": lammps_version(),
+    }
+
+
 def _md_provenance(
-    spec: SystemSpec, atoms: Atoms, potential: Potential, params: MDParams, seconds: float
+    spec: SystemSpec,
+    atoms: Atoms,
+    potential: Potential | CalculatorPotential,
+    params: MDParams,
+    seconds: float,
 ) -> dict:
     return {
         "system": spec.name,
         "n_atoms": len(atoms),
         "species": list(potential.elements),
-        "potential_style": potential.style,
-        "potential_file": str(potential.file),
-        "potential_sha256": file_sha256(potential.file),
-        "lammps_version": lammps_version(),
+        **_potential_record(potential),
         "seed": params.seed,
         "structure_seed": spec.structure_seed,
         "temperature_K": params.temperature,
@@ -163,8 +194,8 @@ def _md_provenance(
 
 def simulate_system(spec: SystemSpec, out_dir: str | Path) -> Path:
     """Run the MD of one system and write ``snapshots.extxyz``, ``initial.extxyz`` (the built
-    structure before MD: for an alloy, the chemically random reference), ``lammps.log`` and
-    ``md.json``.
+    structure before MD: for an alloy, the chemically random reference), the MD log
+    (``lammps.log``, or ``md.log`` for an ASE calculator) and ``md.json``.
 
     Returns the snapshots path. Each snapshot's ``info`` records system, frame, temperature,
     potential file and checksum, LAMMPS version and seed (and MC swap counts).
@@ -179,7 +210,10 @@ def simulate_system(spec: SystemSpec, out_dir: str | Path) -> Path:
     atoms.info.update({"system": spec.name, "frame": -1, "structure": "initial (before MD)"})
     write_frames([atoms], out_dir / "initial.extxyz")
     started = time.perf_counter()
-    snapshots = run_md(atoms, potential, params, spec.name, out_dir / "lammps.log")
+    if isinstance(potential, CalculatorPotential):
+        snapshots = run_ase_md(atoms, potential, params, spec.name, out_dir / "md.log")
+    else:
+        snapshots = run_md(atoms, potential, params, spec.name, out_dir / "lammps.log")
     seconds = time.perf_counter() - started
     provenance = _md_provenance(spec, atoms, potential, params, seconds)
     if params.swap:
@@ -191,9 +225,9 @@ def simulate_system(spec: SystemSpec, out_dir: str | Path) -> Path:
             {
                 "system": spec.name,
                 "frame": frame,
-                "potential_file": potential.file.name,
+                "potential_file": Path(provenance["potential_file"]).name,
                 "potential_sha256": provenance["potential_sha256"],
-                "lammps_version": provenance["lammps_version"],
+                "lammps_version": provenance.get("lammps_version", "not used"),
                 "seed": params.seed,
             }
         )
