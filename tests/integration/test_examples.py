@@ -5,6 +5,7 @@ merges it into the example, so the example's science (kinds, potentials, labels,
 runs: MD -> labels -> sites -> FEFF10 -> dataset -> model.
 """
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def _finished(name: str, tmp_path_factory, run_snakemake) -> Path:
     for record in (results / "structures").glob("*/md.json"):
         provenance = json.loads(record.read_text())
         assert len(provenance["potential_sha256"]) == 64
-        assert provenance["lammps_version"]
+        assert provenance.get("lammps_version") or provenance.get("calculator_version")
     return results
 
 
@@ -67,6 +68,32 @@ def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory, run_s
     assert set(dataset["absorber"].values) == {"Pt"}
     # partial CNs add up to the total for every absorber
     assert np.allclose(dataset["partial_cn"].sum("element"), dataset["coordination_number"])
+
+
+def test_pt_ru_nanoparticles_with_chgnet_and_the_measured_pt_foil(tmp_path_factory, run_snakemake):
+    """CHGNet MD with MC swaps for every Pt-Ru system, FEFF Pt L3, calibration on the Pt foil,
+    and the foil predicted by both models."""
+    results = _finished("ptru_nanoparticles", tmp_path_factory, run_snakemake)
+    for system in ("ptru_cubo55_mc", "pt3ru_cubo147_random", "pt_bulk"):
+        record = json.loads((results / "structures" / system / "md.json").read_text())
+        assert record["potential_style"] == "ase:chgnet"
+        assert record["calculator_model"] == "0.3.0"
+    swapped = json.loads((results / "structures" / "ptru_cubo55_mc" / "md.json").read_text())
+    assert swapped["mc_swap_attempts"] == 4 * 10  # 20 steps, a round of 10 tries every 5
+    bulk = read_labels(results / "structures" / "pt_bulk" / "labels.npz")
+    assert bulk["coordination_number"].mean() == pytest.approx(12, abs=0.5)
+    dataset = open_dataset(results / "dataset" / "spectra.zarr")
+    assert list(dataset["element"].values) == ["Pt", "Ru"]
+    assert set(dataset["absorber"].values) == {"Pt"}
+    assert np.allclose(dataset["partial_cn"].sum("element"), dataset["coordination_number"])
+    with open(results / "inference" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    foil = [row for row in rows if row["spectrum"].endswith("pt_metal_rt.xdi")]
+    assert {row["model"] for row in foil} == {"mlp", "multiscale"}
+    for row in foil:
+        assert 11000 < float(row["e0_eV"]) < 12000
+        assert np.isfinite(float(row["predicted_partial_cn_Pt"]))
+        assert float(row["partial_cn_Pt_low_90"]) <= float(row["partial_cn_Pt_high_90"])
 
 
 def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory, run_snakemake):

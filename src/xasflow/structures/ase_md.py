@@ -172,35 +172,43 @@ def run_ase_md(
         atoms.pbc = False
     atoms.calc = potential.make()
     rng = np.random.default_rng(params.seed)
-    total_steps = params.equilibration_steps + params.n_snapshots * params.snapshot_interval
     log_lines = ["# step temperature_K potential_energy_eV swap_attempts swap_accepted"]
-    counter = SwapCounter()
     try:
         if periodic:
             _relax_cell(atoms, system)
         elif params.minimize:
             _relax_positions(atoms, system)
-        dynamics = _langevin(atoms, params, rng)
-        swap_temperature = (params.swap.temperature or params.temperature) if params.swap else 0.0
-        snapshots: list[Atoms] = []
-        with progress_bar(total_steps, f"MD {system}", unit="step") as bar:
-            for step in range(1, total_steps + 1):
-                dynamics.run(1)
-                if params.swap and step % params.swap.interval == 0:
-                    _swap_round(atoms, params.swap.attempts, swap_temperature, rng, counter)
-                    # the integrator keeps per-atom masses and noise amplitudes: a swapped atom
-                    # integrated with its old mass heats the particle until it flies apart
-                    dynamics.masses = atoms.get_masses()[:, np.newaxis]
-                    dynamics.updatevars()
-                if step % params.thermo_interval == 0 or step == total_steps:
-                    log_lines.append(_thermo_line(atoms, step, counter, system))
-                past = step - params.equilibration_steps
-                if past > 0 and past % params.snapshot_interval == 0:
-                    snapshots.append(_snapshot(atoms, counter, system, periodic))
-                bar.update(1)
+        return _integrate(atoms, params, system, rng, log_lines)
     finally:
         if log_path is not None:
             Path(log_path).write_text("\n".join(log_lines) + "\n")
+
+
+def _integrate(
+    atoms: Atoms, params: MDParams, system: str, rng: np.random.Generator, log_lines: list[str]
+) -> list[Atoms]:
+    """Equilibration and snapshots, with swap rounds; thermodynamic lines go to ``log_lines``."""
+    periodic = bool(atoms.pbc.all())
+    total_steps = params.equilibration_steps + params.n_snapshots * params.snapshot_interval
+    swap_temperature = (params.swap.temperature or params.temperature) if params.swap else 0.0
+    counter = SwapCounter()
+    dynamics = _langevin(atoms, params, rng)
+    snapshots: list[Atoms] = []
+    with progress_bar(total_steps, f"MD {system}", unit="step") as bar:
+        for step in range(1, total_steps + 1):
+            dynamics.run(1)
+            if params.swap and step % params.swap.interval == 0:
+                _swap_round(atoms, params.swap.attempts, swap_temperature, rng, counter)
+                # the integrator keeps per-atom masses and noise amplitudes: a swapped atom
+                # integrated with its old mass heats the particle until it flies apart
+                dynamics.masses = atoms.get_masses()[:, np.newaxis]
+                dynamics.updatevars()
+            if step % params.thermo_interval == 0 or step == total_steps:
+                log_lines.append(_thermo_line(atoms, step, counter, system))
+            past = step - params.equilibration_steps
+            if past > 0 and past % params.snapshot_interval == 0:
+                snapshots.append(_snapshot(atoms, counter, system, periodic))
+            bar.update(1)
     return snapshots
 
 
