@@ -158,3 +158,69 @@ def test_split_group_selection(tmp_path):
     assert split_group_selection(f"{project}:a:b") == (project, "a:b")
     assert split_group_selection(f"{tmp_path}/gone.PRJ:x") == (tmp_path / "gone.PRJ", "x")
     assert split_group_selection(f"{tmp_path}/gone.xdi:x") == (tmp_path / "gone.xdi:x", None)
+
+
+# --- prediction: a project is one row per group -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pt_checkpoint(tmp_path_factory):
+    """model.ckpt of the conftest's 3-epoch MLP, trained on the same synthetic spectra labelled
+    as Pt L3-edge spectra (absorber Pt, edge L3 in the model card)."""
+    import json
+
+    import torch
+    from test_models import _params, _synthetic_dataset
+
+    from xasflow.dataset.schema import write_dataset
+    from xasflow.models import train_model
+
+    synthetic = _synthetic_dataset()
+    synthetic = synthetic.assign_coords(absorber=("spectrum", ["Pt"] * synthetic.sizes["spectrum"]))
+    synthetic.attrs["provenance"] = json.dumps({"source": "synthetic", "spectra": {"edge": "L3"}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = tmp_path_factory.mktemp("pt_checkpoint")
+        dataset = write_dataset(synthetic, folder / "spectra.zarr")
+        train_model(dataset, _params(max_epochs=3), folder / "pt_mlp")
+    finally:
+        torch.set_num_threads(threads)
+    return folder / "pt_mlp" / "model.ckpt"
+
+
+def test_a_cu_k_model_refuses_the_pt_groups_in_one_line(checkpoint_path, pt_project, tmp_path, capsys):
+    from xasflow.cli import main
+
+    out = tmp_path / "predictions.csv"
+    code = main(["predict", str(pt_project), "--checkpoint", str(checkpoint_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("xasflow: error")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert errors[0] == (
+        f"xasflow: error: {pt_project}:10wt% 20K: is a Pt L3-edge spectrum (file header); "
+        "model mlp reads Cu K-edge spectra"
+    )
+    assert not out.exists() and not (tmp_path / "predictions_rdf.csv").exists()
+
+
+def test_a_pt_l3_model_predicts_every_group_of_the_project(pt_checkpoint, pt_project, pt_groups, tmp_path):
+    import csv
+
+    from xasflow.inference.run import predict_files
+
+    out = tmp_path / "predictions.csv"
+    rows = predict_files([pt_checkpoint], [pt_project, f"{pt_project}:20wt% 300K"], out)
+    expected = [*(f"{pt_project}:{label}" for label in PT_LABELS), f"{pt_project}:20wt% 300K"]
+    assert [row["spectrum"] for row in rows] == expected
+    assert {row["model"] for row in rows} == {"pt_mlp"}
+    for row, spectrum in zip(rows, [*pt_groups, pt_groups[-1]], strict=True):
+        normalized = normalize_xanes(spectrum)
+        assert float(row["e0_eV"]) == pytest.approx(normalized.e0, abs=0.01)
+        assert float(row["edge_step"]) == pytest.approx(normalized.edge_step, rel=1e-3)
+        assert np.isfinite(float(row["predicted_coordination_number"]))
+    # the group named alone and the same group within the whole project: the same prediction
+    assert rows[-1]["predicted_coordination_number"] == rows[5]["predicted_coordination_number"]
+    with out.open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["spectrum"] for row in written] == expected
