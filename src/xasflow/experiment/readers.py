@@ -4,7 +4,7 @@ Three formats are recognised from the file's content, not its name:
 
 * Athena projects (``.prj``, gzip-compressed or plain), read by Larch's ``AthenaProject``
   (:mod:`xasflow.experiment.athena`): one spectrum per group. ``"PtData.prj"`` means every group,
-  ``"PtData.prj:10wt% 20K"`` the one group with that label (:data:`GROUP_SEPARATOR`);
+  ``"PtData.prj:10wt% 20K"`` the one group with that label (:data:`xasflow.spectrum.GROUP_SEPARATOR`);
 * XDI (first line ``# XDI/1.x``), parsed by Larch's ``XDIFile``, which wraps the reference XDI C
   library, so that malformed files are rejected exactly where the XDI specification says
   (``xdi-baddata/BadFiles.txt``);
@@ -39,12 +39,10 @@ from larch.utils.physical_constants import PLANCK_HC
 
 from xasflow.errors import SpectrumReadError
 from xasflow.experiment.athena import MU_DATA_TYPE, Project, ProjectGroup, looks_like_project, read_project
-from xasflow.spectrum import Spectrum
+from xasflow.spectrum import GROUP_SEPARATOR, Spectrum, group_reference
 
 logger = logging.getLogger(__name__)
 
-#: Separates an Athena project's path from one group's label: ``PtData.prj:10wt% 20K``.
-GROUP_SEPARATOR = ":"
 #: Most group labels a message lists before it says how many more there are.
 MAX_LABELS_LISTED = 40
 #: Fewest distinct energy points accepted: below this no pre-edge line and post-edge curve fit.
@@ -967,7 +965,7 @@ def _mu_groups(project: Project) -> list[ProjectGroup]:
 
 def _group_spectrum(project: Project, group: ProjectGroup, min_points: int) -> Spectrum:
     """One group as a measured spectrum named ``"<project>:<label>"``."""
-    source = f"{project.path}{GROUP_SEPARATOR}{group.label}"
+    source = group_reference(str(project.path), group.label)
     if group.data_type != MU_DATA_TYPE:
         raise SpectrumReadError(source, f"holds {group.data_type}, not mu(E); only mu(E) groups can be read")
     warnings = list(project.warnings)
