@@ -224,3 +224,25 @@ def test_a_pt_l3_model_predicts_every_group_of_the_project(pt_checkpoint, pt_pro
     with out.open(newline="") as handle:
         written = list(csv.DictReader(handle))
     assert [row["spectrum"] for row in written] == expected
+
+
+def test_a_fidelity_reference_may_be_one_group_of_a_project(pt_project):
+    from test_config import _minimal
+
+    from xasflow.config import validate_config
+    from xasflow.spectra.reference import ReferenceSpec
+    from xasflow.spectrum import group_reference
+
+    config = _minimal()
+    config["references"] = {
+        "pt_10wt": {"path": str(pt_project), "group": "10wt% 20K", "element": "Pt", "edge": "L3"},
+        "pt_foil": {"path": "pt_metal_rt.xdi", "element": "Pt", "edge": "L3"},
+    }
+    for entry in config["references"].values():
+        entry.update(lattice="fcc", lattice_constant=3.924)
+    references = validate_config(config)["references"]
+    assert references["pt_foil"]["group"] == ""
+    entry = references["pt_10wt"]
+    spec = ReferenceSpec.from_config("pt_10wt", {key: value for key, value in entry.items() if key != "edge"})
+    measured = read_spectrum(group_reference(spec.path, spec.group))
+    assert measured.source == f"{pt_project}:10wt% 20K" and measured.energy.size == 518
