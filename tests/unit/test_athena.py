@@ -246,3 +246,49 @@ def test_a_fidelity_reference_may_be_one_group_of_a_project(pt_project):
     spec = ReferenceSpec.from_config("pt_10wt", {key: value for key, value in entry.items() if key != "edge"})
     measured = read_spectrum(group_reference(spec.path, spec.group))
     assert measured.source == f"{pt_project}:10wt% 20K" and measured.energy.size == 518
+
+
+# --- a project written by Larch: repeated labels, a chi(k) group, an energy shift --------------
+
+
+@pytest.fixture(scope="module")
+def written_project(shared_data, tmp_path_factory):
+    """A project saved by Larch (JSON inside gzip, as Larix writes) from the Cu foil: 'Cu foil'
+    twice (the second with twice the mu), a chi(k) group 'Cu chi' and 'Cu 3x', the foils with a
+    +1.5 eV energy shift."""
+    from larch import Group
+    from larch.io import create_athena
+
+    foil = read_spectrum(shared_data / "experimental" / "cu_metal_rt.xdi")
+    path = tmp_path_factory.mktemp("written") / "cu_written.prj"
+    project = create_athena(str(path))
+    for label, scale, shift in (
+        ("Cu foil", 1.0, 1.5),
+        ("Cu foil", 2.0, 1.5),
+        ("Cu chi", 1.0, 0.0),
+        ("Cu 3x", 3.0, 0.0),
+    ):
+        group = Group(energy=foil.energy.copy(), mu=scale * foil.mu, filename=label, energy_shift=shift)
+        project.add_group(group)
+    chi_key = list(project.groups)[2]
+    project.groups[chi_key].args["is_chi"] = "1"  # as Athena marks a group holding chi(k)
+    project.save()
+    return path, foil
+
+
+def test_repeated_labels_are_reported_and_chi_groups_left_out(written_project):
+    path, foil = written_project
+    spectra = read_spectra(path)
+    assert [spectrum.metadata["group"] for spectrum in spectra] == ["Cu foil", "Cu 3x"]
+    # Larch keeps the last of the repeated labels: the one with twice the mu
+    np.testing.assert_allclose(spectra[0].mu, 2.0 * foil.mu, rtol=1e-6)
+    np.testing.assert_allclose(spectra[0].energy, foil.energy + 1.5, atol=1e-6)
+    assert spectra[0].metadata["energy_shift_eV"] == pytest.approx(1.5)
+    assert spectra[0].metadata["warnings"] == [
+        "labels repeat (Cu_foil): Larch keeps the last group of each label, so 1 of 4 groups are not "
+        "read; rename them in Athena to read them all"
+    ]
+    # Larch stores the element and edge it finds (from E0) with each group
+    assert (spectra[1].element, spectra[1].edge) == ("Cu", "K")
+    message = _one_line_refusal(f"{path}:Cu chi")
+    assert message == f"{path}:Cu chi: holds chi(k), not mu(E); only mu(E) groups can be read"

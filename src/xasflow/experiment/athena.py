@@ -171,8 +171,9 @@ def _lost_groups(path: Path, group_names: list[str], kept: int) -> list[str]:
     if not repeated:
         return []
     note = (
-        f"{len(group_names) - kept} groups not read: their labels repeat ({', '.join(repeated)}) and "
-        "Larch keeps the last group of each label; rename them in Athena to read them all"
+        f"labels repeat ({', '.join(repeated)}): Larch keeps the last group of each label, so "
+        f"{len(group_names) - kept} of {len(group_names)} groups are not read; rename them in Athena "
+        "to read them all"
     )
     logger.warning("%s: %s", path, note)
     return [note]
