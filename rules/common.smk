@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 from xasflow.config import ConfigError, batch_runtime_minutes, read_yaml, validate_config
+from xasflow.spectrum import group_reference
 from xasflow.structures.checks import check_study
 from xasflow.structures.plan import batches_for
 
@@ -33,7 +34,7 @@ RESULTS = config["results_dir"]
 SYSTEMS = sorted(config["systems"])
 MODELS = sorted(config["training"]["models"])
 PSEUDO = config["inference"].get("pseudo_experiment")
-MEASURED = {entry["name"]: entry["path"] for entry in config["inference"]["spectra"]}
+MEASURED = {entry["name"]: entry for entry in config["inference"]["spectra"]}
 REFERENCES = config["references"]
 CALIBRATION = config["calibration"]["reference"]
 
@@ -213,10 +214,21 @@ def get_checkpoints(wildcards=None):
 
 
 def get_inference_spectra(wildcards=None):
-    spectra = list(MEASURED.values())
+    """The files the predictions read: each measured file or Athena project, the pseudo-experiment."""
+    spectra = [entry["path"] for entry in MEASURED.values()]
     if PSEUDO:
         spectra.append(f"{RESULTS}/inference/pseudo/{PSEUDO['system']}.dat")
     return spectra
+
+
+def spectrum_arguments(wildcards, input):
+    """`xasflow predict`'s spectra, in the order of input.spectra: a file as it is, one group of an
+    Athena project as PATH:LABEL (config key `group`; the input itself stays the project file)."""
+    files = list(input.spectra)
+    measured = [
+        group_reference(path, entry["group"]) for path, entry in zip(files, MEASURED.values(), strict=False)
+    ]
+    return measured + files[len(measured) :]
 
 
 def get_truths(wildcards=None):

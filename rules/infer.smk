@@ -33,6 +33,7 @@ rule predict:
     log:
         f"{RESULTS}/logs/predict.log",
     params:
+        spectra=spectrum_arguments,
         checkpoints=checkpoint_arguments,
         truths=truth_arguments,
     threads: 1
@@ -42,5 +43,5 @@ rule predict:
     conda:
         "../envs/xasflow.yaml"
     shell:
-        "xasflow predict {input.spectra:q} {params.checkpoints:q} {params.truths:q} "
+        "xasflow predict {params.spectra:q} {params.checkpoints:q} {params.truths:q} "
         "--out {output.predictions:q} --rdf-out {output.rdf:q} > {log:q} 2>&1"

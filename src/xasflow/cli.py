@@ -453,8 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("--cache-dir", help="content-addressed cache of computed spectra")
     fidelity.set_defaults(handler=cmd_fidelity)
 
-    predict = commands.add_parser("predict", help="predict structure from measured spectra (XDI or columns)")
-    predict.add_argument("spectra", nargs="+", help="spectrum files")
+    predict = commands.add_parser(
+        "predict", help="predict structure from measured spectra (XDI, columns or Athena projects)"
+    )
+    predict.add_argument(
+        "spectra",
+        nargs="+",
+        help="spectrum files; an Athena project (x.prj) gives one row per group, 'x.prj:LABEL' one group",
+    )
     predict.add_argument("--checkpoint", required=True, action="append", help="model checkpoint (repeatable)")
     predict.add_argument("--out", required=True, help="CSV of predictions")
     predict.add_argument("--rdf-out", help="CSV of predicted (and true) g(r) (default: <out stem>_rdf.csv)")

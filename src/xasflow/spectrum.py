@@ -23,9 +23,18 @@ import numpy as np
 ABSOLUTE = "absolute"
 #: Prefix of ``energy_reference`` for energies relative to a named E0: ``"relative:fdmnes_edge"``.
 RELATIVE_PREFIX = "relative:"
+#: Separates an Athena project's path from one group's label in a spectrum reference and in the
+#: ``source`` of a spectrum read from a project: ``PtData.prj:10wt% 20K``.
+GROUP_SEPARATOR = ":"
 #: What a spectrum can be: read from a measurement file, or computed (FEFF, FDMNES, averages of
 #: computed spectra such as a pseudo-experiment).
 KINDS = ("measured", "computed")
+
+
+def group_reference(path: str, label: str | None = None) -> str:
+    """How to name one group of an Athena project: ``"PtData.prj:10wt% 20K"``; ``path`` itself
+    when ``label`` is empty or None (a file, or every group of a project)."""
+    return f"{path}{GROUP_SEPARATOR}{label}" if label else str(path)
 
 
 def relative_reference(e0_name: str) -> str:
@@ -52,7 +61,8 @@ class Spectrum:
             (all > 0) when ``energy_reference`` is ``"absolute"``, else eV relative to that E0.
         mu: absorption mu(E), shape (n,), finite; raw (arbitrary units) unless the source says
             otherwise in ``metadata``.
-        source: where it came from: a file path, or a description of the calculation.
+        source: where it came from: a file path, ``"<project path>:<label>"`` for one group of
+            an Athena project (:func:`group_reference`), or a description of the calculation.
         kind: ``"measured"`` or ``"computed"``.
         energy_reference: ``"absolute"``, or ``"relative:<name>"`` for energies relative to the
             E0 called ``<name>`` (see :func:`relative_reference`).

@@ -309,6 +309,23 @@ def test_predict_cli_refuses_the_fe_foil_by_the_model_card(
     assert not out.exists()
 
 
+def test_an_athena_project_and_one_of_its_groups_reach_predict(tmp_path, run_snakemake, shared_data):
+    """The rule's input is the project file; `xasflow predict` gets PATH:LABEL for a group."""
+    project = shared_data / "experimental" / "PtData.prj"
+    config = yaml.safe_load(TINY.read_text())
+    config["inference"]["spectra"] = [
+        {"name": "pt_all", "path": str(project)},
+        {"name": "pt_10wt_20k", "path": str(project), "group": "10wt% 20K"},
+    ]
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(config))
+    result = run_snakemake(tmp_path, study, "-n", "-p", "predict")
+    assert result.returncode == 0, result.stderr[-3000:]
+    command = next(line for line in result.stdout.splitlines() if "xasflow predict" in line)
+    assert f"xasflow predict {project} '{project}:10wt% 20K' results/inference/pseudo/" in command
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
 def test_bad_config_key_fails_before_any_job(tmp_path, run_snakemake):
     config = yaml.safe_load(TINY.read_text())
     config["spectra"]["fms_radios"] = 5.0

@@ -41,6 +41,22 @@ def test_shipped_configs_are_valid(path):
     assert config["inference"]["pseudo_experiment"]["system"] in config["systems"]
 
 
+def test_an_inference_spectrum_may_name_one_group_of_an_athena_project():
+    raw = _minimal()
+    raw["inference"] = {
+        "spectra": [
+            {"name": "pt_all", "path": "data/PtData.prj"},
+            {"name": "pt_20k", "path": "data/PtData.prj", "group": "10wt% 20K"},
+        ]
+    }
+    spectra = validate_config(raw)["inference"]["spectra"]
+    assert [entry["group"] for entry in spectra] == ["", "10wt% 20K"]
+    # the label travels beside the path: the path itself keeps to the safe characters
+    raw["inference"]["spectra"][1] = {"name": "pt_20k", "path": "data/PtData.prj:10wt% 20K"}
+    with pytest.raises(ConfigError, match="inference.spectra.1.path"):
+        validate_config(raw)
+
+
 def test_unknown_key_is_named():
     raw = _minimal()
     raw["spectra"] = {"fms_radus": 5.0}

@@ -228,12 +228,6 @@ def test_xdi_without_xafs_scan_is_rejected(shared_data, file_name):
     assert str(caught.value).startswith(f"{path}: ")
 
 
-def test_athena_project_is_rejected_with_a_hint(shared_data):
-    path = shared_data / "experimental" / "Au.prj"
-    with pytest.raises(SpectrumReadError, match="Athena project"):
-        read_spectrum(path)
-
-
 def test_python_xdi_fallback_reads_a_foil(shared_data, monkeypatch):
     # Platforms without the bundled XDI C library use Larch's Python reader.
     monkeypatch.setattr(readers, "_xdi_library_available", lambda: False)

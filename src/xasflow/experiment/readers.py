@@ -1,7 +1,10 @@
 """Read measured X-ray absorption spectra into :class:`~xasflow.spectrum.Spectrum`.
 
-Two formats are recognised from the file's content, not its name:
+Three formats are recognised from the file's content, not its name:
 
+* Athena projects (``.prj``, gzip-compressed or plain), read by Larch's ``AthenaProject``
+  (:mod:`xasflow.experiment.athena`): one spectrum per group. ``"PtData.prj"`` means every group,
+  ``"PtData.prj:10wt% 20K"`` the one group with that label (:data:`xasflow.spectrum.GROUP_SEPARATOR`);
 * XDI (first line ``# XDI/1.x``), parsed by Larch's ``XDIFile``, which wraps the reference XDI C
   library, so that malformed files are rejected exactly where the XDI specification says
   (``xdi-baddata/BadFiles.txt``);
@@ -12,7 +15,8 @@ Text is UTF-8 or ASCII, Latin-1 in old beamline comments, or UTF-16/UTF-32 (with
 byte-order mark, as Windows editors save it); it is decoded before parsing.
 
 Every problem a user can cause is raised as :class:`SpectrumReadError` with the message
-``"<path>: <problem>"`` on one line; no Larch or numpy traceback escapes.
+``"<path>: <problem>"`` on one line; no Larch or numpy traceback escapes. A group of a project is
+named ``"<project path>:<label>"`` in messages and as the spectrum's ``source``.
 """
 
 from __future__ import annotations
@@ -27,16 +31,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import larch
 import numpy as np
 import xraydb
 from larch.io.xdi import PyXDIFile, XDIFile, get_xdilib
 from larch.utils.physical_constants import PLANCK_HC
 
-from xasflow.errors import UserError
-from xasflow.spectrum import Spectrum
+from xasflow.errors import SpectrumReadError
+from xasflow.experiment.athena import MU_DATA_TYPE, Project, ProjectGroup, looks_like_project, read_project
+from xasflow.spectrum import GROUP_SEPARATOR, Spectrum, group_reference
 
 logger = logging.getLogger(__name__)
 
+#: Most group labels a message lists before it says how many more there are.
+MAX_LABELS_LISTED = 40
 #: Fewest distinct energy points accepted: below this no pre-edge line and post-edge curve fit.
 MIN_POINTS = 20
 #: An energy axis whose largest value is below this (eV) is taken to be in keV.
@@ -83,22 +91,6 @@ _CONTROL_BYTES = frozenset([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _REENCODE_FOR_XDI = frozenset(["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
 
 
-class SpectrumReadError(UserError):
-    """A spectrum file that cannot be turned into a usable spectrum.
-
-    The message is always one line, ``"<path>: <problem>"``.
-    """
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-    def __reduce__(self):
-        # Keep the two-argument constructor working across pickling (multiprocessing, Snakemake).
-        return (type(self), (self.path, self.problem))
-
-
 class _Parsed(NamedTuple):
     """What a format parser found: energy and mu as in the file (before sorting and keV)."""
 
@@ -121,55 +113,113 @@ def read_spectrum(
     mu_column: int | str | None = None,
     min_points: int = MIN_POINTS,
 ) -> Spectrum:
-    """Read one measured XAS spectrum from an XDI file or a plain column file.
+    """Read one measured XAS spectrum from an XDI file, a plain column file or one group of an
+    Athena project.
 
-    The format is chosen from the content: a first line ``# XDI/...`` means XDI, anything else is
-    read as whitespace-separated numeric columns (energy first).
+    The format is chosen from the content: gzip-compressed data or text opening with
+    ``# Athena project file`` is an Athena project, a first line ``# XDI/...`` means XDI,
+    anything else is read as whitespace-separated numeric columns (energy first).
 
     mu(E) is formed, unless ``mu_column`` says otherwise:
 
     * XDI: an explicit mu column (``mutrans``, ``mufluor``, ``normtrans``, ``normfluor``), else
       ``ln(i0/itrans)``, else ``ifluor/i0``, else the dead-time-corrected sum of per-channel
       fluorescence ROIs (``Fe_Ka_mca1`` ... with ``DTFactor_mca1`` ...) divided by ``i0``;
-    * columns: the column whose header label is ``mu``/``xmu``/``mutrans``/..., else column 2.
+    * columns: the column whose header label is ``mu``/``xmu``/``mutrans``/..., else column 2;
+    * Athena project: the group's stored mu(E) on its stored energies plus its stored energy
+      shift (see :mod:`xasflow.experiment.athena`); ``mu_column`` does not apply.
 
     Energies whose maximum is below 100 are taken to be keV and converted to eV. Energies are
     sorted (a scan recorded high-to-low is reversed) and points at the same energy are merged by
     averaging mu.
 
     Args:
-        path: file to read.
+        path: file to read; for a project of several groups ``"<project>:<group label>"``
+            (:func:`split_group_selection`). A project of one mu(E) group needs no label.
         mu_column: override the mu choice: a column label (case-insensitive) or a 1-based column
             number, as a person counts columns in the file (XDI ``Column.N``).
         min_points: fewest distinct energies accepted.
 
     Returns:
         A ``Spectrum`` with ``kind="measured"``, absolute energies in eV (shape (n,), strictly
-        increasing), raw mu (shape (n,)), ``source`` the path, and ``metadata`` with ``format``,
-        ``encoding``, ``energy_source``, ``mu_source``, ``column_labels`` and ``warnings``
-        (``channels`` when mu sums fluorescence channels).
+        increasing), raw mu (shape (n,)), ``source`` the path (``"<project>:<label>"`` for a
+        group), and ``metadata`` with ``format``, ``encoding``, ``energy_source``, ``mu_source``,
+        ``column_labels`` and ``warnings`` (``channels`` when mu sums fluorescence channels;
+        ``project``, ``group``, ``athena_id`` and ``energy_shift_eV`` for a project group).
 
     Raises:
         SpectrumReadError: the file is missing, empty, binary, not numeric, malformed XDI, holds
             no XAFS scan (no energy axis, a 2D map), has non-finite values, too few points, or an
-            energy axis that is not a single monotonic scan.
+            energy axis that is not a single monotonic scan; a damaged project, a project of
+            several groups without a label, or a label the project does not hold.
     """
-    path = Path(path)
-    text, encoding = _read_text(path)
+    path, label = split_group_selection(path)
+    raw = _read_bytes(path)
+    if looks_like_project(raw):
+        _refuse_mu_column(path, mu_column)
+        project = read_project(path)
+        if label is None:
+            return _group_spectrum(project, _only_group(project), min_points)
+        return _group_spectrum(project, _selected_group(project, label), min_points)
+    _refuse_label(path, label)
+    return _text_spectrum(path, raw, mu_column, min_points)
+
+
+def read_spectra(
+    path: str | Path,
+    *,
+    mu_column: int | str | None = None,
+    min_points: int = MIN_POINTS,
+) -> list[Spectrum]:
+    """Every spectrum ``path`` names: one for an XDI or column file or for ``"<project>:<label>"``,
+    one per mu(E) group, in file order, for an Athena project named alone.
+
+    Groups holding something other than mu(E) (chi(k), ...) are left out with a logged warning.
+    Arguments and errors as :func:`read_spectrum`; a bad group refuses the whole project, so
+    that nothing is predicted from half a project (select the good groups one by one instead).
+    """
+    selected_path, label = split_group_selection(path)
+    raw = _read_bytes(selected_path)
+    if not looks_like_project(raw) or label is not None:
+        return [read_spectrum(path, mu_column=mu_column, min_points=min_points)]
+    _refuse_mu_column(selected_path, mu_column)
+    project = read_project(selected_path)
+    groups = _mu_groups(project)
+    return [_group_spectrum(project, group, min_points) for group in groups]
+
+
+def split_group_selection(path: str | Path) -> tuple[Path, str | None]:
+    """The file and the group label a spectrum reference names.
+
+    ``"PtData.prj:10wt% 20K"`` is ``(Path("PtData.prj"), "10wt% 20K")``; a reference without
+    :data:`GROUP_SEPARATOR` is ``(path, None)``. A reference that names an existing file is that
+    file, whatever its name holds. Otherwise it is split at the first separator whose left part
+    is an existing file (labels may hold the separator), else after ``.prj:`` so that a missing
+    project is reported under its own name.
+    """
+    text = str(path)
+    if GROUP_SEPARATOR not in text or Path(text).exists():
+        return Path(text), None
+    position = text.find(GROUP_SEPARATOR)
+    while position > 0:
+        if Path(text[:position]).is_file():
+            return Path(text[:position]), text[position + 1 :]
+        position = text.find(GROUP_SEPARATOR, position + 1)
+    marker = text.lower().find(".prj" + GROUP_SEPARATOR)
+    if marker > 0:
+        end = marker + len(".prj")
+        return Path(text[:end]), text[end + 1 :]
+    return Path(text), None
+
+
+def _text_spectrum(path: Path, raw: bytes, mu_column: int | str | None, min_points: int) -> Spectrum:
+    """An XDI or column file, from its bytes."""
+    text, encoding = _decode_text(path, raw)
     parsed = _parse(path, text, encoding, mu_column)
     energy, mu, notes = _clean_energy_axis(path, parsed.energy, parsed.mu, parsed.metadata, min_points)
     metadata = {**parsed.metadata, "encoding": encoding}
     metadata["warnings"] = [*metadata.get("warnings", []), *notes]
-    logger.info(
-        "read %s: %d points, %.1f-%.1f eV, element=%s edge=%s, mu from %s",
-        path,
-        energy.size,
-        energy[0],
-        energy[-1],
-        parsed.element,
-        parsed.edge,
-        metadata.get("mu_source"),
-    )
+    _log_read(path, energy, parsed.element, parsed.edge, metadata)
     return Spectrum(
         energy,
         mu,
@@ -178,6 +228,19 @@ def read_spectrum(
         element=parsed.element,
         edge=parsed.edge,
         metadata=metadata,
+    )
+
+
+def _log_read(source, energy: np.ndarray, element, edge, metadata: dict) -> None:
+    logger.info(
+        "read %s: %d points, %.1f-%.1f eV, element=%s edge=%s, mu from %s",
+        source,
+        energy.size,
+        energy[0],
+        energy[-1],
+        element,
+        edge,
+        metadata.get("mu_source"),
     )
 
 
@@ -200,9 +263,8 @@ def _parse(path: Path, text: str, encoding: str, mu_column: int | str | None) ->
 # file access and text decoding
 
 
-def _read_text(path: Path) -> tuple[str, str]:
+def _decode_text(path: Path, raw: bytes) -> tuple[str, str]:
     """The file's text and the encoding it was decoded from."""
-    raw = _read_bytes(path)
     encoding = _text_encoding(path, raw)
     try:
         text = raw.decode(encoding)
@@ -234,11 +296,8 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _text_encoding(path: Path, raw: bytes) -> str:
-    """The codec to decode ``raw`` with; raises for gzip and binary files."""
-    if raw[:2] == b"\x1f\x8b":
-        raise SpectrumReadError(
-            path, "is gzip-compressed (an Athena project?), not an XDI or column text file"
-        )
+    """The codec to decode ``raw`` with; raises for binary files (Athena projects, gzip, are
+    recognised before this)."""
     for mark, encoding in _BYTE_ORDER_MARKS:
         if raw.startswith(mark):
             return encoding
@@ -686,14 +745,20 @@ def _xdi_element_edge(path, xdi, attrs, warnings) -> tuple[str | None, str | Non
     raw_edge = (
         element_attrs.get("edge") or _as_str(getattr(xdi, "edge", "")) or scan_parameters.get("edge", "")
     ).strip()
-    element = _valid_element(raw_symbol)
-    edge = _valid_edge(raw_edge, element)
-    for name, raw, valid in (("Element.symbol", raw_symbol, element), ("Element.edge", raw_edge, edge)):
+    return _checked_element_edge(path, ("Element.symbol", raw_symbol), ("Element.edge", raw_edge), warnings)
+
+
+def _checked_element_edge(path, symbol: tuple[str, str], edge: tuple[str, str], warnings: list[str]):
+    """The valid element and edge of ``(field name, value as written)`` pairs; an invalid value is
+    recorded as unknown (None), with a warning naming the field."""
+    element = _valid_element(symbol[1])
+    valid_edge = _valid_edge(edge[1], element)
+    for (name, raw), valid in ((symbol, element), (edge, valid_edge)):
         if raw and valid is None:
             note = f"{name} {raw!r} is not valid; recorded as unknown"
             warnings.append(note)
             logger.warning("%s: %s", path, note)
-    return element, edge
+    return element, valid_edge
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,6 +893,104 @@ def _header_key_values(header: list[str]) -> dict[str, str]:
         if match and match.group(2):
             values.setdefault(match.group(1).lower(), match.group(2))
     return values
+
+
+# --------------------------------------------------------------------------------------------
+# Athena projects (read by xasflow.experiment.athena)
+
+
+def _refuse_mu_column(path: Path, mu_column: int | str | None) -> None:
+    if mu_column is not None:
+        raise SpectrumReadError(
+            path,
+            f"mu_column={mu_column!r} applies to XDI and column files; an Athena project stores mu(E) itself",
+        )
+
+
+def _refuse_label(path: Path, label: str | None) -> None:
+    if label is not None:
+        raise SpectrumReadError(
+            path,
+            f"group {label!r} selected ('{GROUP_SEPARATOR}{label}'), but only Athena projects hold "
+            "groups; this is a text spectrum file (XDI or columns)",
+        )
+
+
+def _listed(labels: list[str]) -> str:
+    shown = ", ".join(repr(label) for label in labels[:MAX_LABELS_LISTED])
+    more = len(labels) - MAX_LABELS_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _selected_group(project: Project, label: str) -> ProjectGroup:
+    """The group labelled ``label`` (surrounding spaces ignored; case too when that is unique)."""
+    wanted = label.strip()
+    if not wanted:
+        raise SpectrumReadError(
+            project.path,
+            f"empty group label after '{GROUP_SEPARATOR}'; its groups are: {_listed(project.labels)}",
+        )
+    exact = [group for group in project.groups if group.label == wanted]
+    folded = [group for group in project.groups if group.label.casefold() == wanted.casefold()]
+    if exact or len(folded) == 1:
+        return (exact or folded)[0]
+    raise SpectrumReadError(
+        project.path, f"has no group labelled {wanted!r}; its groups are: {_listed(project.labels)}"
+    )
+
+
+def _only_group(project: Project) -> ProjectGroup:
+    """The project's one mu(E) group; a project of several needs a label."""
+    groups = _mu_groups(project)
+    if len(groups) > 1:
+        labels = _listed([group.label for group in groups])
+        raise SpectrumReadError(
+            project.path,
+            f"is an Athena project of {len(groups)} groups; choose one as "
+            f"'{project.path}{GROUP_SEPARATOR}<label>' (labels: {labels})",
+        )
+    return groups[0]
+
+
+def _mu_groups(project: Project) -> list[ProjectGroup]:
+    """The groups holding mu(E); the others are left out with a warning, none at all refused."""
+    groups = [group for group in project.groups if group.data_type == MU_DATA_TYPE]
+    others = [f"{group.label!r} ({group.data_type})" for group in project.groups if group not in groups]
+    if not groups:
+        raise SpectrumReadError(project.path, f"holds no mu(E) group, only {', '.join(others)}")
+    if others:
+        logger.warning("%s: left out groups that hold no mu(E): %s", project.path, ", ".join(others))
+    return groups
+
+
+def _group_spectrum(project: Project, group: ProjectGroup, min_points: int) -> Spectrum:
+    """One group as a measured spectrum named ``"<project>:<label>"``."""
+    source = group_reference(str(project.path), group.label)
+    if group.data_type != MU_DATA_TYPE:
+        raise SpectrumReadError(source, f"holds {group.data_type}, not mu(E); only mu(E) groups can be read")
+    warnings = list(project.warnings)
+    element, edge = _checked_element_edge(
+        source,
+        ("element stored in the project", group.element),
+        ("edge stored in the project", group.edge),
+        warnings,
+    )
+    metadata = {
+        "format": "athena",
+        "project": str(project.path),
+        "group": group.label,
+        "athena_id": group.athena_id,
+        "athena_header": project.header.splitlines()[0].lstrip("# ").strip() if project.header else "",
+        "larch_version": larch.__version__,
+        "energy_source": f"stored energy + stored energy shift ({group.energy_shift:+.3f} eV)",
+        "mu_source": "stored mu(E)",
+        "energy_shift_eV": group.energy_shift,
+        "column_labels": [],
+    }
+    energy, mu, notes = _clean_energy_axis(source, group.energy, group.mu, metadata, min_points)
+    metadata["warnings"] = [*warnings, *notes]
+    _log_read(source, energy, element, edge, metadata)
+    return Spectrum(energy, mu, source=source, kind="measured", element=element, edge=edge, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------

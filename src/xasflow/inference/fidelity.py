@@ -24,7 +24,7 @@ from xasflow.fileio import atomic_open, atomic_write_text
 from xasflow.spectra.cache import SpectrumCache
 from xasflow.spectra.engines import build_engine
 from xasflow.spectra.reference import ReferenceSpec, compute_reference
-from xasflow.spectrum import Spectrum
+from xasflow.spectrum import Spectrum, group_reference
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ def _reference_edge(config: dict, entry: dict) -> str:
     return entry.get("edge") or config["spectra"]["edge"]
 
 
+def _measured_reference(entry: dict) -> str:
+    """The reference's measured file, or ``PROJECT:LABEL`` for one group of an Athena project."""
+    return group_reference(entry["path"], entry["group"])
+
+
 def reference_engine(config: dict, entry: dict):
     """The study's engine with the reference's own edge."""
     return build_engine({**config["spectra"], "edge": _reference_edge(config, entry)})
@@ -83,7 +88,9 @@ def run_fidelity(
             f"reference(s) {', '.join(unknown)} not in the config ({', '.join(sorted(references))})"
         )
     # every measured file is read before any FEFF run, so a bad file fails at once
-    measured = {name: normalize_xanes(read_spectrum(references[name]["path"])) for name in selected}
+    measured = {
+        name: normalize_xanes(read_spectrum(_measured_reference(references[name]))) for name in selected
+    }
     assessed = [_assess(name, config, measured[name], out_dir, cache) for name in selected]
     results = [fidelity for fidelity, _ in assessed]
     engine_settings = {key: value for key, value in config["spectra"].items() if key != "cache_dir"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xasflow.experiment import read_spectrum
+from xasflow.experiment import read_spectra
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.fileio import atomic_open
 from xasflow.inference.compatibility import check_compatible
@@ -76,6 +76,10 @@ def predict_files(
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
+    ``spectrum_paths`` are XDI or column files, Athena projects (``PtData.prj``: every group, one
+    row each) or single groups of a project (``PtData.prj:10wt% 20K``); a group's ``spectrum``
+    column reads ``<project>:<label>`` (:func:`~xasflow.experiment.readers.read_spectra`).
+
     A chi model reads each normalized spectrum as the training spectra were read: mu on a
     <= 1 eV grid up to E0 + 3.81 k_max^2 eV, then k-weighted chi(k) from Larch ``autobk``
     (:func:`~xasflow.models.data.measured_input`).
@@ -92,7 +96,7 @@ def predict_files(
     from xasflow.inference.predict import load_predictor
 
     # the same normalization and energy reference as the simulated training spectra
-    normalized = [normalize_xanes(read_spectrum(path)) for path in spectrum_paths]
+    normalized = [normalize_xanes(spectrum) for path in spectrum_paths for spectrum in read_spectra(path)]
     truths = _truth_by_stem(list(truth_paths))
     predictors = [load_predictor(checkpoint) for checkpoint in checkpoints]
     names = model_names(checkpoints)
@@ -183,7 +187,7 @@ def _log_prediction(path, model_name: str, predictor, predictions: dict, index: 
     numbers = [spec.name for spec in predictor.model.params.targets if spec.kind != "curve"]
     logger.info(
         "%s with %s: %s",
-        Path(path).stem,
+        Path(path).name,
         model_name,
         ", ".join(f"{name} {predictions[name][index]:.3g}" for name in numbers) or "curves only",
     )

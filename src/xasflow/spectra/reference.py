@@ -41,7 +41,7 @@ class ReferenceSpec:
     """One measured reference and the material it was measured on.
 
     name:              label used in file names and tables.
-    path:              the measured spectrum file (XDI or columns).
+    path:              the measured spectrum file (XDI, columns or an Athena project).
     element:           the absorbing element.
     lattice:           fcc, bcc or hcp (with ``lattice_constant`` a, and ``c`` for hcp), or None
                        when ``structure_file`` is given.
@@ -49,6 +49,7 @@ class ReferenceSpec:
     c:                 c, Angstrom (hcp only; default ideal c/a = 1.633).
     structure_file:    any structure file ASE reads (CIF, POSCAR, extxyz), instead of a lattice.
     temperature:       K, the temperature of the measurement (recorded; the simulation is static).
+    group:             for an Athena project of several groups, the label of the measured one.
     """
 
     name: str
@@ -59,6 +60,7 @@ class ReferenceSpec:
     c: float | None = None
     structure_file: str | None = None
     temperature: float = 300.0
+    group: str = ""
 
     @classmethod
     def from_config(cls, name: str, entry: dict) -> ReferenceSpec:
