@@ -94,6 +94,10 @@ def test_pt_ru_nanoparticles_with_chgnet_and_the_measured_pt_foil(tmp_path_facto
         assert 11000 < float(row["e0_eV"]) < 12000
         assert np.isfinite(float(row["predicted_partial_cn_Pt"]))
         assert float(row["partial_cn_Pt_low_90"]) <= float(row["partial_cn_Pt_high_90"])
+    # every group of the Athena project of supported Pt is read and predicted by both models
+    supported = [row for row in rows if "PtData.prj:" in row["spectrum"]]
+    assert len(supported) == 6 * 2
+    assert all(np.isfinite(float(row["predicted_partial_cn_Ru"])) for row in supported)
 
 
 def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory, run_snakemake):
