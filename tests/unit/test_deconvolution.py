@@ -14,7 +14,7 @@ import pytest
 from ase.neighborlist import neighbor_list
 
 from xasflow.cli import main
-from xasflow.config import validate_config
+from xasflow.config import ConfigError, read_yaml, validate_config
 from xasflow.dataset.schema import build_dataset, open_dataset, write_dataset
 from xasflow.experiment import read_spectrum
 from xasflow.experiment.alignment import normalize_xanes
@@ -384,3 +384,23 @@ def test_the_run_defaults_are_the_schema_defaults():
     section = load_schema()["properties"]["deconvolution"]["properties"]
     defaults = DeconvolutionParams()
     assert (defaults.draws, defaults.seed) == (section["draws"]["default"], section["seed"]["default"])
+
+
+def test_the_config_section_names_known_particles_bulks_and_models():
+    from pathlib import Path
+
+    study = read_yaml(Path(__file__).resolve().parents[2] / "config" / "examples" / "ptcu_nanoparticles.yaml")
+    filled = validate_config(study)["deconvolution"]
+    assert filled == {
+        "particles": {"ptcu_cubo147_mc": "ptcu_bulk", "ptcu_cubo147_random": "ptcu_bulk"},
+        "models": ["mlp"],
+        "draws": 200,
+        "seed": 0,
+    }
+    for section, message in (
+        ({"particles": {"ptcu_cubo147_mc": "ptcu_cubo147_random"}}, "which is a nanoparticle"),
+        ({"particles": {"ptcu_bulk": "ptcu_bulk"}}, "not a nanoparticle"),
+        ({"particles": {"ptcu_cubo147_mc": "ptcu_bulk"}, "models": ["gnn"]}, "'gnn', which is not in"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate_config({**study, "deconvolution": section})
