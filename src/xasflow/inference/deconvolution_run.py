@@ -320,8 +320,11 @@ def mean_absolute_errors(rows: Sequence[dict]) -> list[dict]:
 
 
 def _cell(value) -> str:
-    if isinstance(value, bool) or isinstance(value, str):
-        return str(value).lower() if isinstance(value, bool) else value
+    """A CSV cell: true/false, text as is, integers, numbers to 4 decimals, unknown (NaN) empty."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, str):
+        return value
     if isinstance(value, int | np.integer):
         return str(int(value))
     value = float(value)
