@@ -37,6 +37,7 @@ PSEUDO = config["inference"].get("pseudo_experiment")
 MEASURED = {entry["name"]: entry for entry in config["inference"]["spectra"]}
 REFERENCES = config["references"]
 CALIBRATION = config["calibration"]["reference"]
+DECONVOLUTION = config.get("deconvolution")  # optional section: no default, no job without it
 
 
 # The dataset job declares the manifest beside the store, not the store itself. Snakemake deletes a
@@ -243,6 +244,46 @@ def truth_arguments(wildcards, input):
     return [word for path in input.truths for word in ("--truth", path)]
 
 
+def deconvolution_bulks():
+    """The bulk systems particles are deconvolved against: one deconvolution job each."""
+    return sorted(set(DECONVOLUTION["particles"].values())) if DECONVOLUTION else []
+
+
+def deconvolution_particles(wildcards):
+    """The particles deconvolved against the bulk system ``wildcards.system``."""
+    return sorted(particle for particle, bulk in DECONVOLUTION["particles"].items() if bulk == wildcards.system)
+
+
+def deconvolution_models():
+    return DECONVOLUTION["models"] or MODELS
+
+
+def get_deconvolution_checkpoints(wildcards):
+    return [f"{RESULTS}/models/{model}/model.ckpt" for model in deconvolution_models()]
+
+
+def get_deconvolution_labels(wildcards):
+    return [f"{RESULTS}/structures/{particle}/labels.npz" for particle in deconvolution_particles(wildcards)]
+
+
+def deconvolution_particle_arguments(wildcards, input):
+    particles = deconvolution_particles(wildcards)
+    labels = [f"{particle}={path}" for particle, path in zip(particles, input.labels)]
+    return ["--particle-system", *particles, "--labels", *labels]
+
+
+def deconvolution_checkpoint_arguments(wildcards, input):
+    return [
+        word
+        for model, path in zip(deconvolution_models(), input.checkpoints)
+        for word in ("--checkpoint", f"{model}={path}")
+    ]
+
+
+def deconvolution_settings(wildcards):
+    return ["--draws", str(DECONVOLUTION["draws"]), "--seed", str(DECONVOLUTION["seed"])]
+
+
 def get_final_outputs():
     outputs = [
         DATASET_MANIFEST,
@@ -253,5 +294,6 @@ def get_final_outputs():
         outputs.append(f"{RESULTS}/inference/predictions.csv")
     if REFERENCES:
         outputs.append(f"{RESULTS}/fidelity/fidelity.csv")
+    outputs += [f"{RESULTS}/deconvolution/{bulk}/summary.json" for bulk in deconvolution_bulks()]
     return outputs
 

@@ -45,3 +45,40 @@ rule predict:
     shell:
         "xasflow predict {params.spectra:q} {params.checkpoints:q} {params.truths:q} "
         "--out {output.predictions:q} --rdf-out {output.rdf:q} > {log:q} 2>&1"
+
+
+# Only with a `deconvolution` section in the config: the surface spectra of simulated particles
+# deconvolved against the bulk system ({system}) of their composition, predicted by the study's
+# models and verified against the particles' true surface spectra and labels.
+rule deconvolve:
+    input:
+        dataset=DATASET_MANIFEST,  # the store's manifest: see rules/dataset.smk
+        checkpoints=get_deconvolution_checkpoints,
+        labels=get_deconvolution_labels,
+        calibration=get_calibration(),
+    output:
+        summary=f"{RESULTS}/deconvolution/{{system}}/summary.json",
+        table=f"{RESULTS}/deconvolution/{{system}}/summary.csv",
+        markdown=f"{RESULTS}/deconvolution/{{system}}/summary.md",
+        predictions=f"{RESULTS}/deconvolution/{{system}}/predictions.csv",
+        spectra=f"{RESULTS}/deconvolution/{{system}}/spectra.csv",
+        plots=directory(f"{RESULTS}/deconvolution/{{system}}/plots"),
+    log:
+        f"{RESULTS}/logs/deconvolution/{{system}}.log",
+    params:
+        dataset=dataset_store,
+        out_dir=output_dir,
+        particles=deconvolution_particle_arguments,
+        checkpoints=deconvolution_checkpoint_arguments,
+        settings=deconvolution_settings,
+        calibration=calibration_argument,
+    threads: 1
+    resources:
+        runtime=20,
+        mem_mb=4000,
+    conda:
+        "../envs/xasflow.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads:q} xasflow deconvolve --dataset {params.dataset:q} --bulk-system {wildcards.system:q} "
+        "{params.particles:q} {params.checkpoints:q} {params.settings:q} {params.calibration:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

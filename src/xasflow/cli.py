@@ -298,6 +298,109 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_checkpoints(values: list[str]) -> dict[str, str]:
+    pairs = []
+    for value in values:
+        name, separator, path = value.partition("=")
+        if not separator or not name:
+            raise UserError(
+                f"--checkpoint expects NAME=PATH (e.g. mlp=results/models/mlp/model.ckpt), got '{value}'"
+            )
+        pairs.append((name, path))
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(
+            f"--checkpoint names {', '.join(repeated)} more than once; give each model its own name"
+        )
+    return dict(pairs)
+
+
+def _deconvolution_weight(args: argparse.Namespace):
+    """The surface weight of a measured particle: given, or the dispersion of a closed-shell cluster."""
+    from xasflow.inference.deconvolution import SurfaceWeight, closed_shell_surface_weight
+
+    if args.surface_weight is not None:
+        weight = SurfaceWeight(args.surface_weight, args.weight_sigma, "given (--surface-weight)")
+    else:
+        dispersion = closed_shell_surface_weight(args.particle_atoms)
+        weight = SurfaceWeight(dispersion.value, args.weight_sigma, dispersion.source)
+    return weight
+
+
+def _calibration_transform(path: str | None):
+    """The transform of a calibration record written by ``xasflow fidelity``; None without one."""
+    if not path:
+        return None
+    from xasflow.experiment.fidelity import CalibrationTransform
+
+    try:
+        return CalibrationTransform.from_dict(json.loads(Path(path).read_text())["transform"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not a readable calibration record ({error!r})") from error
+
+
+def _deconvolve_particles(args: argparse.Namespace, checkpoints: dict, params, calibration) -> dict:
+    from xasflow.inference.deconvolution_run import deconvolve_simulated
+
+    if args.surface_weight is not None or args.particle_atoms is not None:
+        raise UserError(
+            "--surface-weight and --particle-atoms are for --spectrum; a simulated particle's weight "
+            "comes from its --labels"
+        )
+    labels = dict(_pairs(args.labels or [], "--labels"))
+    missing = [system for system in args.particle_system if system not in labels]
+    if missing:
+        raise UserError(f"--labels SYSTEM=labels.npz is missing for {', '.join(missing)}")
+    particles = {system: labels[system] for system in args.particle_system}
+    return deconvolve_simulated(
+        args.dataset, args.bulk_system, particles, checkpoints, args.out_dir, params, calibration
+    )
+
+
+def _deconvolve_spectrum(args: argparse.Namespace, checkpoints: dict, params, calibration) -> dict:
+    from xasflow.inference.deconvolution_run import deconvolve_measured
+
+    if (args.surface_weight is None) == (args.particle_atoms is None):
+        raise UserError(f"{args.spectrum}: give either --surface-weight W or --particle-atoms N")
+    return deconvolve_measured(
+        args.dataset,
+        args.bulk_system,
+        args.spectrum,
+        _deconvolution_weight(args),
+        checkpoints,
+        args.out_dir,
+        params,
+        args.noise,
+        calibration,
+    )
+
+
+def cmd_deconvolve(args: argparse.Namespace) -> int:
+    from xasflow.inference.deconvolution_run import DeconvolutionParams
+
+    given = {key: getattr(args, key) for key in ("draws", "seed") if getattr(args, key) is not None}
+    if given.get("draws", 0) < 0:
+        raise UserError(f"--draws {args.draws}: give 0 (no Monte Carlo) or more draws")
+    checkpoints = _named_checkpoints(args.checkpoint)
+    params = DeconvolutionParams(**given)
+    calibration = _calibration_transform(args.calibration)
+    if args.particle_system:
+        summary = _deconvolve_particles(args, checkpoints, params, calibration)
+    else:
+        summary = _deconvolve_spectrum(args, checkpoints, params, calibration)
+    for row in summary["rows"]:
+        print(
+            f"{row['particle']:24s} {row['model']:10s} {row['target']:22s} surface "
+            f"{row['surface_predicted']:.2f} +- {row['surface_mc_std']:.2f} "
+            f"(true {row['surface_true']:.2f}), "
+            f"bulk {row['bulk_predicted']:.2f} (true {row['bulk_true']:.2f}), RMSE of S {row['rmse_mu']:.4f}"
+        )
+    for entry in summary["skipped"]:
+        print(f"not deconvolved: {entry['reason']}")
+    return 0
+
+
 def _system(config: dict, system: str):
     from xasflow.study import system_spec
 
@@ -468,7 +571,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--truth", action="append", help="truth JSON of a pseudo-experiment (adds true values)"
     )
     predict.set_defaults(handler=cmd_predict)
+    _add_deconvolve(commands)
     return parser
+
+
+def _add_deconvolve(commands) -> None:
+    deconvolve = commands.add_parser(
+        "deconvolve",
+        help="surface spectrum of a particle, S = (P - (1-w) B) / w, predicted with every model; for "
+        "simulated particles verified against the true surface",
+    )
+    deconvolve.add_argument("--dataset", required=True, help="the zarr dataset holding the bulk system")
+    deconvolve.add_argument("--bulk-system", required=True, help="bulk alloy of the particle's composition")
+    source = deconvolve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--particle-system", nargs="+", help="simulated particle system(s) of the dataset")
+    source.add_argument("--spectrum", help="a measured particle spectrum (XDI or columns)")
+    deconvolve.add_argument("--labels", nargs="+", help="SYSTEM=labels.npz of each --particle-system")
+    deconvolve.add_argument("--surface-weight", type=float, help="share of absorber atoms at the surface")
+    deconvolve.add_argument(
+        "--particle-atoms", type=int, help="or: atoms of the particle (closed-shell cuboctahedron dispersion)"
+    )
+    deconvolve.add_argument("--weight-sigma", type=float, default=0.0, help="1-sigma of the weight (0)")
+    deconvolve.add_argument(
+        "--noise",
+        type=float,
+        help="1-sigma noise of the measured spectrum in edge steps (default: estimated)",
+    )
+    deconvolve.add_argument(
+        "--checkpoint", required=True, action="append", help="NAME=model.ckpt (repeatable)"
+    )
+    deconvolve.add_argument("--out-dir", required=True)
+    deconvolve.add_argument("--draws", type=int, help="Monte Carlo surface spectra (default 200)")
+    deconvolve.add_argument("--seed", type=int, help="seed of the Monte Carlo draws (default 0)")
+    deconvolve.add_argument(
+        "--calibration", help="calibration.json from `xasflow fidelity`: applied to the simulated spectra"
+    )
+    deconvolve.set_defaults(handler=cmd_deconvolve)
 
 
 def configure_logging(verbose: bool = False) -> None:

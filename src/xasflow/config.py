@@ -426,6 +426,34 @@ def _check_inference_spectra(config: dict, source: str) -> None:
         seen.add(entry["name"])
 
 
+def _check_deconvolution(config: dict, source: str) -> None:
+    """Deconvolved particles are nanoparticles, their bulks are not, and the models exist."""
+    section = config.get("deconvolution")  # optional section: no default
+    if not section:
+        return
+    for particle, bulk in section["particles"].items():
+        _known_system(config, source, f"deconvolution.particles.{particle}", particle)
+        _known_system(config, source, f"deconvolution.particles.{particle}", bulk)
+        if config["systems"][particle]["kind"] != "nanoparticle":
+            raise ConfigError.for_key(
+                source, f"deconvolution.particles.{particle}", "names a system that is not a nanoparticle"
+            )
+        if config["systems"][bulk]["kind"] == "nanoparticle":
+            raise ConfigError.for_key(
+                source,
+                f"deconvolution.particles.{particle}",
+                f"names '{bulk}' as bulk, which is a nanoparticle; give the bulk alloy of its composition",
+            )
+    models = config["training"]["models"]
+    for model in section["models"]:
+        if model not in models:
+            raise ConfigError.for_key(
+                source,
+                "deconvolution.models",
+                f"names '{model}', which is not in training.models ({', '.join(models)})",
+            )
+
+
 _STUDY_CHECKS = (
     _check_systems,
     _check_splits,
@@ -435,6 +463,7 @@ _STUDY_CHECKS = (
     _check_ranges,
     _check_model_windows,
     _check_inference_spectra,
+    _check_deconvolution,
 )
 
 
