@@ -281,7 +281,8 @@ def deconvolution_checkpoint_arguments(wildcards, input):
 
 
 def deconvolution_settings(wildcards):
-    return ["--draws", str(DECONVOLUTION["draws"]), "--seed", str(DECONVOLUTION["seed"])]
+    settings = ["--draws", str(DECONVOLUTION["draws"]), "--seed", str(DECONVOLUTION["seed"])]
+    return settings + (["--held-out"] if DECONVOLUTION["held_out"] else [])
 
 
 def get_final_outputs():

@@ -354,7 +354,14 @@ def _deconvolve_particles(args: argparse.Namespace, checkpoints: dict, params, c
         raise UserError(f"--labels SYSTEM=labels.npz is missing for {', '.join(missing)}")
     particles = {system: labels[system] for system in args.particle_system}
     return deconvolve_simulated(
-        args.dataset, args.bulk_system, particles, checkpoints, args.out_dir, params, calibration
+        args.dataset,
+        args.bulk_system,
+        particles,
+        checkpoints,
+        args.out_dir,
+        params,
+        calibration,
+        held_out=args.held_out,
     )
 
 
@@ -602,6 +609,12 @@ def _add_deconvolve(commands) -> None:
     )
     deconvolve.add_argument("--out-dir", required=True)
     deconvolve.add_argument("--draws", type=int, help="Monte Carlo surface spectra (default 200)")
+    deconvolve.add_argument(
+        "--held-out",
+        action="store_true",
+        help="read each simulated particle a model trained or validated on with the model's "
+        "cross-system fold that held it out (models with conformal: cross_system)",
+    )
     deconvolve.add_argument("--seed", type=int, help="seed of the Monte Carlo draws (default 0)")
     deconvolve.add_argument(
         "--calibration", help="calibration.json from `xasflow fidelity`: applied to the simulated spectra"

@@ -396,6 +396,7 @@ def test_the_config_section_names_known_particles_bulks_and_models():
         "models": ["mlp"],
         "draws": 200,
         "seed": 0,
+        "held_out": True,
     }
     for section, message in (
         ({"particles": {"ptcu_cubo147_mc": "ptcu_cubo147_random"}}, "which is a nanoparticle"),
@@ -404,3 +405,26 @@ def test_the_config_section_names_known_particles_bulks_and_models():
     ):
         with pytest.raises(ConfigError, match=message):
             validate_config({**study, "deconvolution": section})
+
+
+def test_held_out_reads_a_trained_particle_with_the_fold_that_left_it_out(checkpoint_path, tmp_path):
+    import shutil
+
+    from xasflow.inference.deconvolution_run import case_models, held_out_checkpoint
+    from xasflow.inference.predict import load_predictor
+
+    predictor = load_predictor(checkpoint_path)
+    split = predictor.model_card["split"]
+    trained, tested = split["train"][0], split["test"][0]
+    model = tmp_path / "mlp" / "model.ckpt"
+    model.parent.mkdir()
+    shutil.copy(checkpoint_path, model)
+    assert held_out_checkpoint(model, predictor, trained) is None  # a split model keeps no folds
+    fold = tmp_path / "mlp" / "crossval" / "folds" / trained / "model.ckpt"
+    fold.parent.mkdir(parents=True)
+    shutil.copy(checkpoint_path, fold)
+    assert held_out_checkpoint(model, predictor, trained) == fold
+    assert held_out_checkpoint(model, predictor, tested) is None  # the model never saw it
+    assert case_models({"mlp": model}, {"mlp": predictor}, trained, held_out=True)["mlp"] is not predictor
+    assert case_models({"mlp": model}, {"mlp": predictor}, tested, held_out=True)["mlp"] is predictor
+    assert case_models({"mlp": model}, {"mlp": predictor}, trained, held_out=False)["mlp"] is predictor

@@ -47,7 +47,9 @@ from xasflow.inference.deconvolution import (
     surface_weight_from_labels,
 )
 from xasflow.inference.predict import Predictor, load_predictor
+from xasflow.models.crossval import FOLDS_DIR
 from xasflow.models.data import measured_input
+from xasflow.models.train import CROSSVAL_DIR
 from xasflow.structures.io import read_labels
 
 logger = logging.getLogger(__name__)
@@ -97,6 +99,35 @@ def model_split(predictor: Predictor, system: str) -> str:
         if system in (split.get(name) or ()):
             return name
     return "unseen"
+
+
+def held_out_checkpoint(checkpoint: str | Path, predictor: Predictor, system: str) -> Path | None:
+    """The checkpoint of the cross-system fold that held ``system`` out, when the model at
+    ``checkpoint`` trained or validated on it and keeps its folds (``conformal: cross_system``:
+    ``<model dir>/crossval/folds/<system>/model.ckpt``); None when the model never saw the
+    system or has no such fold."""
+    if model_split(predictor, system) not in ("train", "val"):
+        return None
+    fold = Path(checkpoint).parent / CROSSVAL_DIR / FOLDS_DIR / system / Path(checkpoint).name
+    return fold if fold.is_file() else None
+
+
+def case_models(
+    checkpoints: Mapping[str, str | Path], predictors: Mapping[str, Predictor], system: str, held_out: bool
+) -> dict[str, Predictor]:
+    """The predictors that read particle ``system``: with ``held_out``, each model's fold that
+    never saw the particle in place of the model, where the model has one."""
+    if not held_out:
+        return dict(predictors)
+    chosen = {}
+    for name, predictor in predictors.items():
+        fold = held_out_checkpoint(checkpoints[name], predictor, system)
+        chosen[name] = load_predictor(fold) if fold is not None else predictor
+        if fold is not None:
+            logger.info(
+                "%s: model %s replaced by its fold that held the particle out (%s)", system, name, fold
+            )
+    return chosen
 
 
 # --- predictions ----------------------------------------------------------------------------------
@@ -502,7 +533,7 @@ def _check_models(predictors: Mapping[str, Predictor], spectra) -> None:
 def _run(
     cases: Sequence[ParticleCase],
     bulk: BulkReference,
-    predictors: Mapping[str, Predictor],
+    predictors: Mapping[str, Mapping[str, Predictor]],
     out_dir: Path,
     params: DeconvolutionParams,
     skipped: Sequence[dict],
@@ -512,7 +543,7 @@ def _run(
     for case in cases:
         surface = deconvolve(case.particle, bulk.spectrum, case.weight)
         draws = surface_draws(case, bulk.spectrum, params)
-        for name, predictor in predictors.items():
+        for name, predictor in predictors[case.name].items():
             prediction_rows += predict_case(name, predictor, case, bulk, surface, draws)
         metrics[case.name] = spectrum_metrics(case, surface)
         results.append((case, bulk.spectrum, surface))
@@ -564,8 +595,14 @@ def deconvolve_simulated(
     out_dir: str | Path,
     params: DeconvolutionParams = DeconvolutionParams(),
     calibration: CalibrationTransform | None = None,
+    held_out: bool = False,
 ) -> dict:
     """Deconvolve simulated particles, whose surface spectra are known, and verify.
+
+    With ``held_out``, a particle a model trained or validated on is read by that model's
+    cross-system fold that held the particle out (:func:`case_models`), so every particle is
+    verified by a model that never saw it where such folds exist; the ``split`` column says
+    which (``test`` for a fold).
 
     ``particles`` maps each particle system of the dataset to its ``labels.npz`` (the surface
     weight: :func:`~xasflow.inference.deconvolution.surface_weight_from_labels`);
@@ -590,8 +627,13 @@ def deconvolve_simulated(
     _check_models(
         predictors, [spectrum.normalized() for spectrum in (bulk.spectrum, *(c.particle for c in cases))]
     )
-    provenance = {"dataset": str(dataset_path), "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
-    return _run(cases, bulk, predictors, Path(out_dir), params, skipped, provenance)
+    provenance = {
+        "dataset": str(dataset_path),
+        "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+        "held_out": held_out,
+    }
+    by_case = {case.name: case_models(checkpoints, predictors, case.name, held_out) for case in cases}
+    return _run(cases, bulk, by_case, Path(out_dir), params, skipped, provenance)
 
 
 def deconvolve_measured(
@@ -627,4 +669,4 @@ def deconvolve_measured(
         "spectrum": str(spectrum_path),
         "checkpoints": {k: str(v) for k, v in checkpoints.items()},
     }
-    return _run([case], bulk, predictors, Path(out_dir), params, [], provenance)
+    return _run([case], bulk, {case.name: predictors}, Path(out_dir), params, [], provenance)
