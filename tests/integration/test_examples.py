@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from xasflow.dataset.schema import open_dataset
 from xasflow.structures.io import read_labels
@@ -29,9 +30,13 @@ def _example_configs(name: str) -> list[Path]:
     ]
 
 
-def _finished(name: str, tmp_path_factory, run_snakemake) -> Path:
+def _finished(name: str, tmp_path_factory, run_snakemake, overlay: dict | None = None) -> Path:
     workdir = tmp_path_factory.mktemp(name)
-    result = run_snakemake(workdir, _example_configs(name), timeout=1800)
+    configs = _example_configs(name)
+    if overlay:  # e.g. absolute paths of the shared data, which the example names relative to the repo
+        configs.append(workdir / "overlay.yaml")
+        configs[-1].write_text(yaml.safe_dump(overlay))
+    result = run_snakemake(workdir, configs, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     results = workdir / "results"
     summary = json.loads((results / "dataset" / "summary.json").read_text())
@@ -70,10 +75,20 @@ def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory, run_s
     assert np.allclose(dataset["partial_cn"].sum("element"), dataset["coordination_number"])
 
 
-def test_pt_ru_nanoparticles_with_chgnet_and_the_measured_pt_foil(tmp_path_factory, run_snakemake):
+def test_pt_ru_nanoparticles_with_chgnet_and_the_measured_pt(tmp_path_factory, run_snakemake, shared_data):
     """CHGNet MD with MC swaps for every Pt-Ru system, FEFF Pt L3, calibration on the Pt foil,
-    and the foil predicted by both models."""
-    results = _finished("ptru_nanoparticles", tmp_path_factory, run_snakemake)
+    the foil and every group of PtData.prj predicted by both models, and the deconvolution."""
+    experimental = shared_data / "experimental"
+    overlay = {
+        "references": {"pt_foil_rt": {"path": str(experimental / "pt_metal_rt.xdi")}},
+        "inference": {
+            "spectra": [
+                {"name": "pt_metal_rt", "path": str(experimental / "pt_metal_rt.xdi")},
+                {"name": "pt_supported", "path": str(experimental / "PtData.prj")},
+            ]
+        },
+    }
+    results = _finished("ptru_nanoparticles", tmp_path_factory, run_snakemake, overlay)
     for system in ("ptru_cubo55_mc", "pt3ru_cubo147_random", "pt_bulk"):
         record = json.loads((results / "structures" / system / "md.json").read_text())
         assert record["potential_style"] == "ase:chgnet"
@@ -93,11 +108,20 @@ def test_pt_ru_nanoparticles_with_chgnet_and_the_measured_pt_foil(tmp_path_facto
     for row in foil:
         assert 11000 < float(row["e0_eV"]) < 12000
         assert np.isfinite(float(row["predicted_partial_cn_Pt"]))
-        assert float(row["partial_cn_Pt_low_90"]) <= float(row["partial_cn_Pt_high_90"])
+    # cross-system intervals exist even at tiny size (8 calibration spectra, one per system)
+    (mlp,) = [row for row in foil if row["model"] == "mlp"]
+    assert float(mlp["partial_cn_Pt_low_68"]) < float(mlp["partial_cn_Pt_high_68"])
     # every group of the Athena project of supported Pt is read and predicted by both models
     supported = [row for row in rows if "PtData.prj:" in row["spectrum"]]
     assert len(supported) == 6 * 2
     assert all(np.isfinite(float(row["predicted_partial_cn_Ru"])) for row in supported)
+    # one deconvolution per bulk alloy; at one site per system every particle is accounted for,
+    # deconvolved or reported as not deconvolvable (no interior or no surface site computed)
+    for bulk, particles in (("ptru_bulk", 4), ("pt3ru_bulk", 2)):
+        summary = json.loads((results / "deconvolution" / bulk / "summary.json").read_text())
+        deconvolved = {row["particle"] for row in summary["rows"]}
+        assert len(deconvolved | {entry["particle"] for entry in summary["skipped"]}) == particles
+        assert summary["held_out"] is True
 
 
 def test_al_cu_polycrystal_grain_boundaries(tmp_path_factory, run_snakemake):
