@@ -507,11 +507,15 @@ def simulated_particle(
     The sampled sites are a stratified sample, not the particle's own mix, so P is
     ``w mean(surface sites) + (1 - w) mean(interior sites)`` with ``weight`` the particle's true
     surface share (:func:`surface_weight_from_labels`); sigma_P combines the two means' standard
-    errors (:func:`site_mean`) the same way. Raises :class:`NotDeconvolvable` if w is 0 or no
-    surface site was computed, :class:`DeconvolutionError` if the system has no spectra.
+    errors (:func:`site_mean`) the same way. Raises :class:`NotDeconvolvable` if w is 0, the
+    system has no spectra in the dataset or no surface site was computed.
     """
     if not weight.value > 0:
         raise NotDeconvolvable(f"{system}: no absorber atom at the surface ({weight.source})")
+    if system not in set(dataset["system"].values.tolist()) and system in _study_systems(dataset):
+        # a system of the study whose every site failed or was rejected (the dataset's
+        # summary.json counts them): reported, not an error; an unknown name stays an error
+        raise NotDeconvolvable(f"{system}: no spectra in the dataset (its sites failed or were rejected)")
     simulated = system_spectra(dataset, system, calibration)
     surface = simulated.sites["surface"].values.astype(bool)
     if not surface.any():
@@ -573,6 +577,16 @@ def simulated_particle(
         surface_sites=simulated.sites.isel(spectrum=np.flatnonzero(surface)),
         interior_sites=simulated.sites.isel(spectrum=np.flatnonzero(~surface)),
     )
+
+
+def _study_systems(dataset: xr.Dataset) -> set[str]:
+    """The systems of the study the dataset was assembled from (the JSON text of its
+    ``provenance`` attribute), with or without spectra in it; empty when not recorded."""
+    try:
+        systems = json.loads(dataset.attrs.get("provenance") or "{}").get("systems")
+    except (TypeError, ValueError, AttributeError):
+        return set()
+    return set(systems) if isinstance(systems, dict) else set()
 
 
 def true_value(spec: TargetSpec, sites: xr.Dataset | None) -> float:
