@@ -76,7 +76,7 @@ def test_pt_cu_nanoparticles_segregate_under_monte_carlo(tmp_path_factory, run_s
 
 
 def test_pt_ru_nanoparticles_with_chgnet_and_the_measured_pt(tmp_path_factory, run_snakemake, shared_data):
-    """CHGNet MD with MC swaps for every Pt-Ru system, FEFF Pt L3, calibration on the Pt foil,
+    """CHGNet MD with MC swaps for every Pt-Ru system, FEFF Pt L3, fidelity against the Pt foil,
     the foil and every group of PtData.prj predicted by both models, and the deconvolution."""
     experimental = shared_data / "experimental"
     overlay = {
