@@ -452,19 +452,34 @@ def simulated_bulk(
     if simulated.sites["surface"].values.any():
         logger.warning("bulk system %s has surface sites: is it a bulk (periodic) system?", system)
     mean, error = site_mean(simulated.spectra, simulated.sites["multiplicity"].values)
-    grid = dataset["energy"].values.astype(float)
     e0 = _composite_edge(simulated.energy, mean, simulated.sites, f"bulk system {system}")
+    spectrum = _edge_spectrum(f"{system} bulk", dataset, simulated.energy, mean, error, e0)
+    return BulkReference(system, spectrum, simulated.sites)
+
+
+def _edge_spectrum(
+    name: str,
+    dataset: xr.Dataset,
+    energy: np.ndarray,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    e0: float,
+    own_edge: bool = True,
+) -> EdgeSpectrum:
+    """``mu`` and ``sigma`` given on absolute ``energy`` (eV), on the dataset grid relative to
+    ``e0``, with the dataset's absorber and edge."""
+    grid = dataset["energy"].values.astype(float)
     element, edge = _absorber_and_edge(dataset)
-    spectrum = EdgeSpectrum(
-        f"{system} bulk",
+    return EdgeSpectrum(
+        name,
         grid,
-        np.interp(e0 + grid, simulated.energy, mean),
-        np.interp(e0 + grid, simulated.energy, error),
+        np.interp(e0 + grid, energy, mu),
+        np.interp(e0 + grid, energy, sigma),
         e0,
+        own_edge=own_edge,
         element=element,
         edge=edge,
     )
-    return BulkReference(system, spectrum, simulated.sites)
 
 
 def _composite_edge(energy: np.ndarray, mu: np.ndarray, sites: xr.Dataset, what: str) -> float:
@@ -525,8 +540,6 @@ def simulated_particle(
     multiplicity = simulated.sites["multiplicity"].values
     surface_mean, surface_error = site_mean(simulated.spectra[surface], multiplicity[surface])
     w = weight.value
-    grid = dataset["energy"].values.astype(float)
-    element, edge = _absorber_and_edge(dataset)
     true_interior = None
     if surface.all():
         interior_mean, interior_error = np.zeros_like(surface_mean), np.zeros_like(surface_mean)
@@ -535,43 +548,26 @@ def simulated_particle(
         interior_e0 = _composite_edge(
             simulated.energy, interior_mean, simulated.sites, f"interior of {system}"
         )
-        true_interior = EdgeSpectrum(
-            f"{system} true interior",
-            grid,
-            np.interp(interior_e0 + grid, simulated.energy, interior_mean),
-            np.interp(interior_e0 + grid, simulated.energy, interior_error),
-            interior_e0,
-            element=element,
-            edge=edge,
+        true_interior = _edge_spectrum(
+            f"{system} true interior", dataset, simulated.energy, interior_mean, interior_error, interior_e0
         )
     particle_mu = w * surface_mean + (1.0 - w) * interior_mean
     particle_sigma = np.hypot(w * surface_error, (1.0 - w) * interior_error)
     e0 = _composite_edge(simulated.energy, particle_mu, simulated.sites, f"particle {system}")
-
-    def on_grid(values: np.ndarray) -> np.ndarray:
-        return np.interp(e0 + grid, simulated.energy, values)
-
     return ParticleCase(
         name=system,
-        particle=EdgeSpectrum(
-            f"{system} particle",
-            grid,
-            on_grid(particle_mu),
-            on_grid(particle_sigma),
-            e0,
-            element=element,
-            edge=edge,
+        particle=_edge_spectrum(
+            f"{system} particle", dataset, simulated.energy, particle_mu, particle_sigma, e0
         ),
         weight=weight,
-        true_surface=EdgeSpectrum(
+        true_surface=_edge_spectrum(
             f"{system} true surface",
-            grid,
-            on_grid(surface_mean),
-            on_grid(surface_error),
+            dataset,
+            simulated.energy,
+            surface_mean,
+            surface_error,
             e0,
             own_edge=False,
-            element=element,
-            edge=edge,
         ),
         true_interior=true_interior,
         surface_sites=simulated.sites.isel(spectrum=np.flatnonzero(surface)),
