@@ -148,14 +148,44 @@ def test_headerless_column_file_default_mu_is_column_two(shared_data):
         normalize(spectrum)
 
 
-def test_multichannel_fluorescence_is_summed_over_channels(shared_data):
-    spectrum = read_spectrum(shared_data / "experimental" / "fe_xanes_8ch.xdi")
-    assert spectrum.metadata["mu_source"].startswith("sum(Fe_Ka_mca1, ")
-    assert "8 channels" in spectrum.metadata["mu_source"]
-    assert np.all(spectrum.mu > 0)
-    # The scan stops at 7108.6 eV, before the Fe K edge: nothing to normalize against.
-    with pytest.raises(SpectrumReadError, match="above the edge"):
-        normalize(spectrum)
+@pytest.mark.parametrize(
+    ("file_name", "roi", "n_channels"), [("fe_xanes_8ch.xdi", "fe_ka", 8), ("APS13ID_2019.dat", "mn_ka", 4)]
+)
+def test_multichannel_fluorescence_is_summed_like_larch(shared_data, file_name, roi, n_channels):
+    # Both scans stop below their edge (refused by default, see below); read as they are, mu
+    # must equal what Larch's own GSE reader gives: the ROIs times DTFactor, summed, over i0.
+    from larch.io import read_gsexdi
+
+    path = shared_data / "experimental" / file_name
+    spectrum = read_spectrum(path, require_edge=False)
+    assert spectrum.metadata["mu_source"].endswith(f"/i0 with dead-time factors on {n_channels} channels")
+    assert len(spectrum.metadata["channels"]) == n_channels
+    larch_group = read_gsexdi(str(path))
+    assert larch_group.dtc_mode == "dtfactor"
+    order = np.argsort(larch_group.energy)
+    expected = (getattr(larch_group, roi) / larch_group.i0)[order]
+    np.testing.assert_allclose(spectrum.energy, larch_group.energy[order])
+    np.testing.assert_allclose(spectrum.mu, expected, rtol=1e-12)
+    # The dead-time factors matter: the uncorrected sum is smaller everywhere.
+    assert np.all((getattr(larch_group, f"{roi}_nodtc") / larch_group.i0)[order] < spectrum.mu)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "stop", "below", "element_edge", "edge_energy"),
+    [("fe_xanes_8ch.xdi", 7108.6, 3.4, "Fe K", 7112.0), ("APS13ID_2019.dat", 6537.0, 2.0, "Mn K", 6539.0)],
+)
+def test_scan_that_stops_below_its_edge_is_refused(
+    shared_data, file_name, stop, below, element_edge, edge_energy
+):
+    # Element and edge come from 'ScanParameters.element/edge' (Epics step scans have no
+    # Element.* lines); both scans were interrupted before the edge.
+    path = shared_data / "experimental" / file_name
+    with pytest.raises(SpectrumReadError) as caught:
+        read_spectrum(path)
+    assert str(caught.value) == (
+        f"{path}: the scan stops at {stop:.1f} eV, {below:.1f} eV below the tabulated {element_edge} edge "
+        f"({edge_energy:.1f} eV): no post-edge data, so no edge step to normalize (an interrupted scan?)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +205,7 @@ def test_bad_file_lists_match_badfiles_txt(shared_data):
 def test_malformed_xdi_is_rejected(shared_data, file_name):
     path = shared_data / "xdi-baddata" / file_name
     with pytest.raises(SpectrumReadError) as caught:
-        read_spectrum(path, min_points=BAD_FILE_POINTS)
+        read_spectrum(path, min_points=BAD_FILE_POINTS, require_edge=False)
     message = str(caught.value)
     assert message.startswith(f"{path}: ")
     assert "\n" not in message
@@ -184,7 +214,9 @@ def test_malformed_xdi_is_rejected(shared_data, file_name):
 
 @pytest.mark.parametrize("file_name", BAD_FILES_READABLE)
 def test_recoverable_xdi_is_read(shared_data, file_name):
-    spectrum = read_spectrum(shared_data / "xdi-baddata" / file_name, min_points=BAD_FILE_POINTS)
+    spectrum = read_spectrum(
+        shared_data / "xdi-baddata" / file_name, min_points=BAD_FILE_POINTS, require_edge=False
+    )
     assert spectrum.energy.size == BAD_FILE_POINTS
     assert spectrum.energy[0] == pytest.approx(8779.0)
     # bad_07/08/10 lose Column.N labels; the label line above the data restores 'mutrans'.
@@ -203,7 +235,9 @@ def test_recoverable_xdi_is_read(shared_data, file_name):
     ],
 )
 def test_invalid_element_or_edge_is_recorded_as_unknown(shared_data, file_name, element, edge):
-    spectrum = read_spectrum(shared_data / "xdi-baddata" / file_name, min_points=BAD_FILE_POINTS)
+    spectrum = read_spectrum(
+        shared_data / "xdi-baddata" / file_name, min_points=BAD_FILE_POINTS, require_edge=False
+    )
     assert (spectrum.element, spectrum.edge) == (element, edge)
 
 
@@ -435,7 +469,7 @@ def test_reader_returns_a_measured_spectrum_with_its_provenance(shared_data, cu_
 
 
 def test_summed_fluorescence_channels_are_listed(shared_data):
-    spectrum = read_spectrum(shared_data / "experimental" / "fe_xanes_8ch.xdi")
+    spectrum = read_spectrum(shared_data / "experimental" / "fe_xanes_8ch.xdi", require_edge=False)
     assert spectrum.metadata["channels"] == [f"Fe_Ka_mca{channel}" for channel in range(1, 9)]
 
 

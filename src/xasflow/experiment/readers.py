@@ -112,6 +112,7 @@ def read_spectrum(
     *,
     mu_column: int | str | None = None,
     min_points: int = MIN_POINTS,
+    require_edge: bool = True,
 ) -> Spectrum:
     """Read one measured XAS spectrum from an XDI file, a plain column file or one group of an
     Athena project.
@@ -139,6 +140,9 @@ def read_spectrum(
         mu_column: override the mu choice: a column label (case-insensitive) or a 1-based column
             number, as a person counts columns in the file (XDI ``Column.N``).
         min_points: fewest distinct energies accepted.
+        require_edge: refuse a scan that ends below the tabulated edge of the element and edge
+            the file names (an interrupted scan: no edge step). False reads such a file as it
+            is, e.g. to check the parsing of the 12-point pre-edge files of ``xdi-baddata``.
 
     Returns:
         A ``Spectrum`` with ``kind="measured"``, absolute energies in eV (shape (n,), strictly
@@ -149,8 +153,9 @@ def read_spectrum(
 
     Raises:
         SpectrumReadError: the file is missing, empty, binary, not numeric, malformed XDI, holds
-            no XAFS scan (no energy axis, a 2D map), has non-finite values, too few points, or an
-            energy axis that is not a single monotonic scan; a damaged project, a project of
+            no XAFS scan (no energy axis, a 2D map), has non-finite values, too few points, an
+            energy axis that is not a single monotonic scan, or a scan that stops below the
+            edge it names (``require_edge``); a damaged project, a project of
             several groups without a label, or a label the project does not hold.
     """
     path, label = split_group_selection(path)
@@ -159,10 +164,10 @@ def read_spectrum(
         _refuse_mu_column(path, mu_column)
         project = read_project(path)
         if label is None:
-            return _group_spectrum(project, _only_group(project), min_points)
-        return _group_spectrum(project, _selected_group(project, label), min_points)
+            return _group_spectrum(project, _only_group(project), min_points, require_edge)
+        return _group_spectrum(project, _selected_group(project, label), min_points, require_edge)
     _refuse_label(path, label)
-    return _text_spectrum(path, raw, mu_column, min_points)
+    return _text_spectrum(path, raw, mu_column, min_points, require_edge)
 
 
 def read_spectra(
@@ -170,6 +175,7 @@ def read_spectra(
     *,
     mu_column: int | str | None = None,
     min_points: int = MIN_POINTS,
+    require_edge: bool = True,
 ) -> list[Spectrum]:
     """Every spectrum ``path`` names: one for an XDI or column file or for ``"<project>:<label>"``,
     one per mu(E) group, in file order, for an Athena project named alone.
@@ -181,11 +187,11 @@ def read_spectra(
     selected_path, label = split_group_selection(path)
     raw = _read_bytes(selected_path)
     if not looks_like_project(raw) or label is not None:
-        return [read_spectrum(path, mu_column=mu_column, min_points=min_points)]
+        return [read_spectrum(path, mu_column=mu_column, min_points=min_points, require_edge=require_edge)]
     _refuse_mu_column(selected_path, mu_column)
     project = read_project(selected_path)
     groups = _mu_groups(project)
-    return [_group_spectrum(project, group, min_points) for group in groups]
+    return [_group_spectrum(project, group, min_points, require_edge) for group in groups]
 
 
 def split_group_selection(path: str | Path) -> tuple[Path, str | None]:
@@ -212,11 +218,15 @@ def split_group_selection(path: str | Path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def _text_spectrum(path: Path, raw: bytes, mu_column: int | str | None, min_points: int) -> Spectrum:
+def _text_spectrum(
+    path: Path, raw: bytes, mu_column: int | str | None, min_points: int, require_edge: bool
+) -> Spectrum:
     """An XDI or column file, from its bytes."""
     text, encoding = _decode_text(path, raw)
     parsed = _parse(path, text, encoding, mu_column)
     energy, mu, notes = _clean_energy_axis(path, parsed.energy, parsed.mu, parsed.metadata, min_points)
+    if require_edge:
+        _require_edge_in_scan(path, energy, parsed.element, parsed.edge)
     metadata = {**parsed.metadata, "encoding": encoding}
     metadata["warnings"] = [*metadata.get("warnings", []), *notes]
     _log_read(path, energy, parsed.element, parsed.edge, metadata)
@@ -737,15 +747,21 @@ def _xdi_element_edge(path, xdi, attrs, warnings) -> tuple[str | None, str | Non
     element_attrs = attrs.get("element", {})
     scan_parameters = attrs.get("scanparameters", {})
     # The C library truncates these fields ('Foo' -> 'Fo'); the header values are complete.
-    raw_symbol = (
-        element_attrs.get("symbol")
-        or _as_str(getattr(xdi, "element", ""))
-        or scan_parameters.get("element", "")
-    ).strip()
-    raw_edge = (
-        element_attrs.get("edge") or _as_str(getattr(xdi, "edge", "")) or scan_parameters.get("edge", "")
-    ).strip()
+    # Without Element.* it fills them with blanks, so each candidate is stripped before the
+    # next is tried: Epics step scans (APS 13-ID, NSLS-II 4-BM) name the element and edge only
+    # as ScanParameters.element / ScanParameters.edge.
+    raw_symbol = _first_given(
+        element_attrs.get("symbol"), _as_str(getattr(xdi, "element", "")), scan_parameters.get("element")
+    )
+    raw_edge = _first_given(
+        element_attrs.get("edge"), _as_str(getattr(xdi, "edge", "")), scan_parameters.get("edge")
+    )
     return _checked_element_edge(path, ("Element.symbol", raw_symbol), ("Element.edge", raw_edge), warnings)
+
+
+def _first_given(*candidates: str | None) -> str:
+    """The first candidate that is not blank, stripped; '' when none is."""
+    return next((text.strip() for text in candidates if text and text.strip()), "")
 
 
 def _checked_element_edge(path, symbol: tuple[str, str], edge: tuple[str, str], warnings: list[str]):
@@ -963,7 +979,7 @@ def _mu_groups(project: Project) -> list[ProjectGroup]:
     return groups
 
 
-def _group_spectrum(project: Project, group: ProjectGroup, min_points: int) -> Spectrum:
+def _group_spectrum(project: Project, group: ProjectGroup, min_points: int, require_edge: bool) -> Spectrum:
     """One group as a measured spectrum named ``"<project>:<label>"``."""
     source = group_reference(str(project.path), group.label)
     if group.data_type != MU_DATA_TYPE:
@@ -988,6 +1004,8 @@ def _group_spectrum(project: Project, group: ProjectGroup, min_points: int) -> S
         "column_labels": [],
     }
     energy, mu, notes = _clean_energy_axis(source, group.energy, group.mu, metadata, min_points)
+    if require_edge:
+        _require_edge_in_scan(source, energy, element, edge)
     metadata["warnings"] = [*warnings, *notes]
     _log_read(source, energy, element, edge, metadata)
     return Spectrum(energy, mu, source=source, kind="measured", element=element, edge=edge, metadata=metadata)
@@ -1027,6 +1045,25 @@ def _clean_energy_axis(path, energy: np.ndarray, mu: np.ndarray, metadata: dict,
     for note in notes:
         logger.info("%s: %s", path, note)
     return np.ascontiguousarray(energy, dtype=float), np.ascontiguousarray(mu, dtype=float), notes
+
+
+def _require_edge_in_scan(path, energy: np.ndarray, element: str | None, edge: str | None) -> None:
+    """Refuse a scan that ends below the tabulated edge of its element (an interrupted scan).
+
+    Such a file may hold the foot of the edge (mu already rises twentyfold at the end of
+    APS13ID_2019.dat) but no post-edge points, so there is no edge step to normalize by and
+    nothing a model can compare. Checked only when the file names its element and edge.
+    """
+    if element is None or edge is None:
+        return
+    edge_energy = float(xraydb.xray_edge(element, edge).energy)
+    if energy[-1] < edge_energy:
+        raise SpectrumReadError(
+            path,
+            f"the scan stops at {energy[-1]:.1f} eV, {edge_energy - energy[-1]:.1f} eV below the "
+            f"tabulated {element} {edge} edge ({edge_energy:.1f} eV): no post-edge data, so no "
+            "edge step to normalize (an interrupted scan?)",
+        )
 
 
 def _require_finite(path, values: np.ndarray, what: str) -> None:
