@@ -34,6 +34,8 @@ from typing import NamedTuple
 import larch
 import numpy as np
 import xraydb
+from larch.io import read_ascii
+from larch.io.xafs_beamlines import GenericBeamlineData, guess_beamline
 from larch.io.xdi import PyXDIFile, XDIFile, get_xdilib
 from larch.utils.physical_constants import PLANCK_HC
 
@@ -61,6 +63,12 @@ MAX_CONTROL_FRACTION = 0.01
 EXPLICIT_MU_LABELS = ("mutrans", "mufluor", "normtrans", "normfluor")
 #: Header labels in plain column files that name the mu(E) column, in order of preference.
 COLUMN_FILE_MU_LABELS = ("mu", "xmu", "mutrans", "mufluor", "normtrans", "normfluor", "norm")
+#: Labels (as Larch names beamline columns) of the transmitted and the fluorescence intensity,
+#: which form mu(E) with ``i0`` as ln(i0/it) and if/i0.
+TRANSMISSION_LABELS = ("itrans", "it", "i1")
+FLUORESCENCE_LABELS = ("ifluor", "if", "fluor", "iff")
+#: Leading lines shown to Larch's beamline recognition (it looks at the first line or two).
+BEAMLINE_HEADER_LINES = 40
 #: Edge names accepted when the element is unknown (K, L1-L3, M1-M5, N1-N7, O1-O5).
 KNOWN_EDGES = frozenset(
     ["K"]
@@ -266,7 +274,7 @@ def _parse(path: Path, text: str, encoding: str, mu_column: int | str | None) ->
             "has XDI header lines ('# Column.N: ...') but its first line is not the "
             f"'# XDI/1.0' version line (found {first_line.strip()[:40]!r}); not a valid XDI file",
         )
-    return _read_columns(path, text, mu_column)
+    return _read_columns(path, text, encoding, mu_column)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,6 +416,18 @@ def _xdi_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
     if drop_d_spacing:
         text = "\n".join(line for line in text.splitlines() if not _D_SPACING_LINE.match(line)) + "\n"
     with tempfile.TemporaryDirectory(prefix="xasflow-xdi-") as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(text, encoding="utf-8")
+        yield copy
+
+
+@contextlib.contextmanager
+def _utf8_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
+    """``path`` itself, or a UTF-8 copy for a file in an encoding a Larch reader cannot decode."""
+    if encoding not in _REENCODE_FOR_XDI:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="xasflow-text-") as folder:
         copy = Path(folder) / path.name
         copy.write_text(text, encoding="utf-8")
         yield copy
@@ -793,9 +813,23 @@ def _parse_number(token: str) -> float | None:
         return None
 
 
+def _split_fields(line: str) -> list[str]:
+    """The fields of a table line: separated by ';' when it holds one, else by ',' when it holds
+    one (CSV), else by whitespace.
+
+    Splitting on ';' alone keeps decimal commas ('8979,5;0,12') whole, so that they are refused
+    as non-numeric rather than read as two numbers; a trailing separator is ignored.
+    """
+    for separator in (";", ","):
+        if separator in line:
+            fields = [field.strip() for field in line.strip().split(separator)]
+            return fields[:-1] if len(fields) > 1 and not fields[-1] else fields
+    return line.split()
+
+
 def _parse_numbers(line: str) -> list[float] | None:
     values = []
-    for token in line.split():
+    for token in _split_fields(line):
         value = _parse_number(token)
         if value is None:
             return None
@@ -803,10 +837,14 @@ def _parse_numbers(line: str) -> list[float] | None:
     return values or None
 
 
-def _read_columns(path: Path, text: str, mu_column: int | str | None) -> _Parsed:
+def _read_columns(path: Path, text: str, encoding: str, mu_column: int | str | None) -> _Parsed:
+    beamline = _larch_beamline(text)
+    if beamline is not None:
+        return _read_beamline_columns(path, text, encoding, mu_column, beamline)
     header, data = _split_header_and_table(path, text)
     labels = _column_labels(header, data.shape[0])
-    mu_index = _column_mu_index(path, labels, mu_column)
+    warnings: list[str] = []
+    mu = _labelled_mu(path, data, labels, mu_column) or _second_column_mu(path, data, labels, warnings)
     header_values = _header_key_values(header)
     element = _valid_element(
         header_values.get("atom") or header_values.get("element.symbol") or header_values.get("element", "")
@@ -816,11 +854,130 @@ def _read_columns(path: Path, text: str, mu_column: int | str | None) -> _Parsed
         "format": "columns",
         "column_labels": labels,
         "energy_source": _column_name(0, labels[0]),
-        "mu_source": _column_name(mu_index, labels[mu_index]),
+        "mu_source": mu.source,
+        "header": header_values,
+        "warnings": warnings,
+    }
+    return _Parsed(data[0].copy(), mu.values, element, edge, metadata)
+
+
+def _larch_beamline(text: str):
+    """Larch's class for the beamline layout of a column file, None for a generic file.
+
+    Beamline collectors (SSRL's EXAFS Data Collector, APS MRCAT/XSD/12-BM, NSLS XDAC, CLS,
+    KEK-PF) write headers without comment characters, with numbers in them, and name the
+    columns in a legend; :func:`larch.io.xafs_beamlines.guess_beamline` knows these layouts.
+    """
+    lines = [line.strip() for line in text.splitlines()[:BEAMLINE_HEADER_LINES] if line.strip()]
+    beamline = guess_beamline(lines)
+    return None if beamline is GenericBeamlineData else beamline
+
+
+def _read_beamline_columns(path: Path, text: str, encoding: str, mu_column, beamline) -> _Parsed:
+    """A beamline column file, parsed by Larch's ``read_ascii``: its data table is the last
+    block of numeric lines, the labels come from the beamline's legend."""
+    with _utf8_readable_path(path, text, encoding) as readable:
+        try:
+            group = read_ascii(str(readable))
+        except Exception as exc:  # any Larch failure becomes one clear line
+            raise SpectrumReadError(
+                path,
+                f"cannot be read as a {beamline.name} column file: {exc}".replace(str(readable), str(path)),
+            ) from exc
+    data = np.asarray(getattr(group, "data", []), dtype=float)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise SpectrumReadError(
+            path, f"{beamline.name} column file without a numeric data table of at least 2 columns"
+        )
+    labels = [str(label) for label in group.array_labels][: data.shape[0]]
+    energy_index = int(getattr(group, "energy_column", 1)) - 1
+    energy_units = str(getattr(group, "energy_units", "eV"))
+    if energy_units.lower() not in ("ev", "kev"):
+        raise SpectrumReadError(
+            path,
+            f"{beamline.name} energy column {_column_name(energy_index, labels[energy_index])} is in "
+            f"{energy_units!r}; only eV or keV can be read (convert the file to energy first)",
+        )
+    mu = _labelled_mu(path, data, labels, mu_column)
+    if mu is None:
+        raise _no_mu_error(path, labels)
+    # Larch parses 'KEY: value' header lines of any layout into ``attrs``.
+    header_values = {
+        str(key).lower(): str(value) for key, value in vars(group.attrs).items() if not key.startswith("_")
+    }
+    element = _valid_element(header_values.get("element", ""))
+    edge = _valid_edge(header_values.get("edge", ""), element)
+    metadata = {
+        "format": "columns",
+        "column_reader": f"larch read_ascii, {beamline.name} layout (larch {larch.__version__})",
+        "column_labels": labels,
+        "energy_source": _column_name(energy_index, labels[energy_index]),
+        "mu_source": mu.source,
         "header": header_values,
         "warnings": [],
     }
-    return _Parsed(data[0].copy(), data[mu_index].copy(), element, edge, metadata)
+    energy = data[energy_index].copy()
+    if energy_units.lower() == "kev":
+        energy *= 1000.0
+    return _Parsed(energy, mu.values, element, edge, metadata)
+
+
+def _labelled_mu(path, data, labels: list[str], mu_column) -> _MuChoice | None:
+    """mu(E) of a column file: ``mu_column``, else a column whose label says it holds mu, else
+    ln(i0/it) or if/i0 from intensity columns the labels name; None when the labels say nothing."""
+    if mu_column is not None:
+        index = _column_index(path, labels, mu_column)
+        return _MuChoice(data[index].copy(), _column_name(index, labels[index]))
+    lowered = [label.lower() for label in labels]
+    explicit = next((name for name in COLUMN_FILE_MU_LABELS if name in lowered), None)
+    if explicit is not None:
+        index = lowered.index(explicit)
+        return _MuChoice(data[index].copy(), _column_name(index, labels[index]))
+    if "i0" not in lowered:
+        return None
+    i0 = data[lowered.index("i0")]
+    transmitted = next((name for name in TRANSMISSION_LABELS if name in lowered), None)
+    if transmitted is not None:
+        source = f"ln(i0/{transmitted})"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = np.log(i0 / data[lowered.index(transmitted)])
+        _require_finite_ratio(path, mu, source, f"i0 and {transmitted} must be positive counts")
+        return _MuChoice(mu, source)
+    fluorescence = next((name for name in FLUORESCENCE_LABELS if name in lowered), None)
+    if fluorescence is not None:
+        source = f"{fluorescence}/i0"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = data[lowered.index(fluorescence)] / i0
+        _require_finite_ratio(path, mu, source, "i0 must be non-zero")
+        return _MuChoice(mu, source)
+    return None
+
+
+def _second_column_mu(path, data, labels: list[str], warnings: list[str]) -> _MuChoice:
+    """Column 2 as mu: the convention of two- and three-column files (energy, mu[, i0]).
+
+    With more columns and no labels this is a guess, and it says so: in
+    ``generic_columns_no_header.dat`` column 2 is an ion-chamber intensity.
+    """
+    if data.shape[0] > 2 and all(_GENERIC_COLUMN_LABEL.match(label) for label in labels):
+        note = (
+            f"no column labels: column 2 of {data.shape[0]} taken as mu by convention; "
+            "pass mu_column if another column holds mu"
+        )
+        warnings.append(note)
+        logger.warning("%s: %s", path, note)
+    else:
+        logger.info("%s: no mu label in the header; using column 2 as mu", path)
+    return _MuChoice(data[1].copy(), _column_name(1, labels[1]))
+
+
+def _no_mu_error(path, labels: list[str]) -> SpectrumReadError:
+    return SpectrumReadError(
+        path,
+        f"no absorption column: need one of {', '.join(COLUMN_FILE_MU_LABELS)}, or i0 with one of "
+        f"{', '.join(TRANSMISSION_LABELS + FLUORESCENCE_LABELS)} (columns: {_describe_columns(labels)}); "
+        "pass mu_column to choose one",
+    )
 
 
 def _split_header_and_table(path: Path, text: str) -> tuple[list[str], np.ndarray]:
@@ -869,7 +1026,7 @@ def _require_two_columns(path: Path, line_number: int, count: int) -> None:
 
 def _text_in_table_error(path: Path, line_number: int, line: str, table_start: int) -> SpectrumReadError:
     """A non-numeric line inside the data table: a stray value, or a header with numeric lines."""
-    tokens = line.split()
+    tokens = _split_fields(line)
     bad_token = next(token for token in tokens if _parse_number(token) is None)
     if any(_parse_number(token) is not None for token in tokens):
         return SpectrumReadError(
@@ -884,21 +1041,10 @@ def _text_in_table_error(path: Path, line_number: int, line: str, table_start: i
 
 def _column_labels(header: list[str], n_columns: int) -> list[str]:
     """Labels from the last header line when it names every column, else 'col1', 'col2', ..."""
-    words = header[-1].lstrip("".join(_COMMENT_CHARS)).split() if header else []
+    words = _split_fields(header[-1].lstrip("".join(_COMMENT_CHARS))) if header else []
     if len(words) == n_columns and all(_parse_number(word) is None for word in words):
         return [word.lower() for word in words]
     return [f"col{index + 1}" for index in range(n_columns)]
-
-
-def _column_mu_index(path: Path, labels: list[str], mu_column: int | str | None) -> int:
-    """0-based index of mu: ``mu_column``, else the first mu-like label, else column 2."""
-    if mu_column is not None:
-        return _column_index(path, labels, mu_column)
-    index = next((labels.index(name) for name in COLUMN_FILE_MU_LABELS if name in labels), None)
-    if index is None:
-        logger.info("%s: no mu label in the header; using column 2 as mu", path)
-        return 1
-    return index
 
 
 def _header_key_values(header: list[str]) -> dict[str, str]:
