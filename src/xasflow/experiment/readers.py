@@ -22,6 +22,7 @@ named ``"<project path>:<label>"`` in messages and as the spectrum's ``source``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import math
@@ -36,7 +37,7 @@ import numpy as np
 import xraydb
 from larch.io import read_ascii
 from larch.io.xafs_beamlines import GenericBeamlineData, guess_beamline
-from larch.io.xdi import PyXDIFile, XDIFile, get_xdilib
+from larch.io.xdi import PyXDIFile, XDIFile, XDIFileStruct, get_xdilib
 from larch.utils.physical_constants import PLANCK_HC
 
 from xasflow.errors import SpectrumReadError
@@ -69,6 +70,21 @@ TRANSMISSION_LABELS = ("itrans", "it", "i1")
 FLUORESCENCE_LABELS = ("ifluor", "if", "fluor", "iff")
 #: Leading lines shown to Larch's beamline recognition (it looks at the first line or two).
 BEAMLINE_HEADER_LINES = 40
+#: XDI families whose values the XDI library's ``XDI_validate_item`` checks (Element is checked
+#: with the element and edge this module records).
+XDI_VALIDATED_FAMILIES = ("facility", "mono", "sample", "scan", "column")
+#: Fields the XDI specification recommends (``XDI_recommended_metadata`` in the XDI library).
+XDI_RECOMMENDED_FIELDS = (
+    "Facility.name",
+    "Facility.xray_source",
+    "Beamline.name",
+    "Scan.start_time",
+    "Column.1",
+)
+#: Lattice constants (Angstrom, room temperature) of the cubic monochromator crystals whose d-spacing
+#: can be computed from a reflection in ``Mono.name`` when ``Mono.d_spacing`` is missing:
+#: Si from CODATA 2018 (5.431020511), Ge from the usual tabulated 5.6579.
+CUBIC_MONO_LATTICE_CONSTANTS = {"Si": 5.431020511, "Ge": 5.6579}
 #: Edge names accepted when the element is unknown (K, L1-L3, M1-M5, N1-N7, O1-O5).
 KNOWN_EDGES = frozenset(
     ["K"]
@@ -84,6 +100,7 @@ _XDI_COLUMN_LINE = re.compile(r"^\s*#\s*Column\.\d+\s*:", re.IGNORECASE | re.MUL
 _GENERIC_COLUMN_LABEL = re.compile(r"^col\d+$", re.IGNORECASE)
 # Per-channel fluorescence regions of interest, e.g. "Fe_Ka_mca3" (GSE / NSLS-II Epics scans).
 _FLUORESCENCE_ROI_LABEL = re.compile(r"^[A-Za-z]{1,2}_[KLM][a-z0-9]*_mca(\d+)$", re.IGNORECASE)
+_MONO_REFLECTION = re.compile(r"^\s*(?P<crystal>si|ge)\s*\(?\s*(?P<hkl>\d{3})\s*\)?\s*$", re.IGNORECASE)
 _HEADER_KEY_VALUE = re.compile(r"^[#!;%]+\s*%?\s*([A-Za-z][\w.]*)\s*:\s*(.*?)\s*$")
 # Byte-order marks, longest first: the UTF-32-LE mark begins with the UTF-16-LE one.
 _BYTE_ORDER_MARKS = (
@@ -481,8 +498,9 @@ def _read_xdi(path: Path, text: str, encoding: str, mu_column: int | str | None)
         )
     data, labels, units = _xdi_table(path, xdi, text, warnings)
     attrs = {family: dict(entries) for family, entries in getattr(xdi, "attrs", {}).items()}
+    warnings += _xdi_metadata_warnings(path, attrs, data.shape[0], strict)
     _refuse_2d_scan(path, xdi)
-    energy, energy_source = _xdi_energy(path, data, labels, units, attrs)
+    energy, energy_source = _xdi_energy(path, data, labels, units, attrs, warnings)
     mu = _xdi_mu(path, data, labels, mu_column)
     element, edge = _xdi_element_edge(path, xdi, attrs, warnings)
     metadata = {
@@ -526,6 +544,46 @@ def _xdi_table(path: Path, xdi, text: str, warnings: list[str]):
     units += [""] * (n_columns - len(units))
     labels = _fill_generic_labels(labels, _last_header_words(text), warnings, path)
     return data, labels, units
+
+
+def _xdi_metadata_warnings(path: Path, attrs: dict, n_columns: int, strict: bool) -> list[str]:
+    """Warnings for metadata a reader may pass over (BadFiles.txt: 'file read', with a warning).
+
+    Values are checked by the XDI library's own ``XDI_validate_item`` (dates in ISO 8601,
+    temperatures, ring energy and current, d-spacing, Column.1), which Larch's ``XDIFile`` does
+    not call; without the C library (Larch's Python reader) this check is left out. Missing
+    recommended fields and ``Column.N`` labels beyond the data table are found here.
+    """
+    notes = []
+    if strict:
+        library = get_xdilib()
+        message = ctypes.create_string_buffer(512)
+        record = XDIFileStruct()
+        record.error_message = ctypes.cast(message, ctypes.c_char_p)
+        for family in XDI_VALIDATED_FAMILIES:
+            for key, value in attrs.get(family, {}).items():
+                code = library.XDI_validate_item(
+                    ctypes.byref(record), family.encode(), str(key).encode(), str(value).encode()
+                )
+                if code:
+                    reason = message.value.decode("utf-8", errors="replace").strip()
+                    notes.append(f"{family.capitalize()}.{key} {value!r}: {reason}")
+    missing = [
+        field
+        for field in XDI_RECOMMENDED_FIELDS
+        if field.split(".")[1].lower() not in attrs.get(field.split(".")[0].lower(), {})
+    ]
+    if missing:
+        notes.append(f"XDI recommended metadata missing: {', '.join(missing)}")
+    extra = sorted(
+        (int(key) for key in attrs.get("column", {}) if key.isdigit() and int(key) > n_columns),
+    )
+    if extra:
+        names = ", ".join(f"Column.{number} {attrs['column'][str(number)]!r}" for number in extra)
+        notes.append(f"{names} declared, but the data table has {n_columns} columns; ignored")
+    for note in notes:
+        logger.warning("%s: %s", path, note)
+    return notes
 
 
 def _refuse_2d_scan(path: Path, xdi) -> None:
@@ -588,7 +646,7 @@ def _column_name(index: int, label: str) -> str:
     return f"column {index + 1} ({label})"
 
 
-def _xdi_energy(path, data, labels, units, attrs) -> tuple[np.ndarray, str]:
+def _xdi_energy(path, data, labels, units, attrs, warnings: list[str]) -> tuple[np.ndarray, str]:
     """Energy (eV) from the energy column, or from the angle column by Bragg's law."""
     lowered_units = [unit.split()[0].lower() if unit.split() else "" for unit in units]
     energy_index = _xdi_energy_index(labels, lowered_units)
@@ -601,7 +659,7 @@ def _xdi_energy(path, data, labels, units, attrs) -> tuple[np.ndarray, str]:
 
     lowered = [label.lower() for label in labels]
     if "angle" in lowered:
-        return _energy_from_angle(path, data, lowered.index("angle"), lowered_units, attrs)
+        return _energy_from_angle(path, data, lowered.index("angle"), lowered_units, attrs, warnings)
 
     raise SpectrumReadError(
         path,
@@ -618,20 +676,39 @@ def _xdi_energy_index(labels: list[str], lowered_units: list[str]) -> int | None
     return next((index for index, unit in enumerate(lowered_units) if unit in ("ev", "kev")), None)
 
 
-def _energy_from_angle(path, data, angle_index: int, lowered_units: list[str], attrs):
+def _energy_from_angle(path, data, angle_index: int, lowered_units: list[str], attrs, warnings: list[str]):
     d_spacing = _d_spacing(attrs)
     if d_spacing is None:
-        raise SpectrumReadError(
-            path,
-            "has an 'angle' column but no valid Mono.d_spacing (Angstrom) to convert it to "
-            "energy; add '# Mono.d_spacing: <value>' to the header",
+        d_spacing = _d_spacing_from_mono_name(attrs)
+        if d_spacing is None:
+            raise SpectrumReadError(
+                path,
+                "has an 'angle' column but no valid Mono.d_spacing (Angstrom) to convert it to "
+                "energy, and Mono.name does not name a Si or Ge reflection; add "
+                "'# Mono.d_spacing: <value>' to the header",
+            )
+        note = (
+            f"no Mono.d_spacing: d={d_spacing:.5f} Angstrom computed from Mono.name "
+            f"{attrs['mono']['name']!r}; energies are as good as that crystal's lattice constant"
         )
+        warnings.append(note)
+        logger.warning("%s: %s", path, note)
     angle = data[angle_index]
     if lowered_units[angle_index] not in ("rad", "radian", "radians"):
         angle = np.deg2rad(angle)
     with np.errstate(divide="ignore", invalid="ignore"):
         energy = PLANCK_HC / (2.0 * d_spacing * np.sin(angle))
     return energy, f"{_column_name(angle_index, 'angle')} via Bragg's law, d={d_spacing} Angstrom"
+
+
+def _d_spacing_from_mono_name(attrs: dict) -> float | None:
+    """d (Angstrom) of the reflection ``Mono.name`` names ('Si 111', 'Si(311)', 'Ge 220'), else
+    None. Both crystals are cubic: d = a / sqrt(h^2 + k^2 + l^2)."""
+    match = _MONO_REFLECTION.match(attrs.get("mono", {}).get("name", ""))
+    if match is None:
+        return None
+    miller_square_sum = sum(int(digit) ** 2 for digit in match.group("hkl"))
+    return CUBIC_MONO_LATTICE_CONSTANTS[match.group("crystal").capitalize()] / math.sqrt(miller_square_sum)
 
 
 def _d_spacing(attrs: dict) -> float | None:
@@ -790,10 +867,15 @@ def _checked_element_edge(path, symbol: tuple[str, str], edge: tuple[str, str], 
     element = _valid_element(symbol[1])
     valid_edge = _valid_edge(edge[1], element)
     for (name, raw), valid in ((symbol, element), (edge, valid_edge)):
-        if raw and valid is None:
-            note = f"{name} {raw!r} is not valid; recorded as unknown"
-            warnings.append(note)
-            logger.warning("%s: %s", path, note)
+        if valid is not None:
+            continue
+        note = (
+            f"{name} {raw!r} is not valid; recorded as unknown"
+            if raw
+            else f"{name} missing; recorded as unknown"
+        )
+        warnings.append(note)
+        logger.warning("%s: %s", path, note)
     return element, valid_edge
 
 
