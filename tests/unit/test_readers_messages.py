@@ -156,7 +156,9 @@ def test_text_without_numbers_says_what_a_table_is(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("measured on Tuesday\nsample: Cu foil\n")
     problem = _problem(path)
-    assert problem.startswith("no numeric data table found: expected lines of whitespace-separated numbers")
+    assert problem.startswith(
+        "no numeric data table found: expected lines of whitespace-, comma- or semicolon-"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1090,12 +1090,30 @@ def _split_header_and_table(path: Path, text: str) -> tuple[list[str], np.ndarra
             )
         rows.append(values)
     if not rows:
+        decimal_comma = next((line for line in header if _has_decimal_commas(line)), None)
+        if decimal_comma is not None:
+            raise SpectrumReadError(
+                path,
+                f"numbers are written with decimal commas ({_split_fields(decimal_comma)[0][:20]!r}); "
+                "save the file with decimal points",
+            )
         raise SpectrumReadError(
             path,
-            "no numeric data table found: expected lines of whitespace-separated numbers "
-            "(energy first, then mu or detector counts), optionally after a '#' header",
+            "no numeric data table found: expected lines of whitespace-, comma- or "
+            "semicolon-separated numbers (energy first, then mu or detector counts), "
+            "optionally after a '#' header",
         )
     return header, np.asarray(rows, dtype=float).T
+
+
+def _has_decimal_commas(line: str) -> bool:
+    """True for a line of numbers written with decimal commas ('8979,5;0,123')."""
+    fields = _split_fields(line)
+    return (
+        len(fields) > 1
+        and any("," in field for field in fields)
+        and all(_parse_number(field.replace(",", ".")) is not None for field in fields)
+    )
 
 
 def _require_two_columns(path: Path, line_number: int, count: int) -> None:
