@@ -8,8 +8,13 @@ Three formats are recognised from the file's content, not its name:
 * XDI (first line ``# XDI/1.x``), parsed by Larch's ``XDIFile``, which wraps the reference XDI C
   library, so that malformed files are rejected exactly where the XDI specification says
   (``xdi-baddata/BadFiles.txt``);
-* plain whitespace-separated columns with an optional ``#`` header (``.xmu``, ``.dat``), parsed
-  strictly here: every data line must hold the same number of numeric values.
+* column files in a beamline layout Larch recognises (SSRL's EXAFS Data Collector, APS MRCAT,
+  XSD and 12-BM, NSLS XDAC, CLS HXMA, KEK-PF: headers without ``#``, numbers inside them, a
+  legend naming the columns), read by Larch's ``read_ascii``;
+* other column files (``.xmu``, ``.dat``, CSV), whitespace-, comma- or semicolon-separated with
+  an optional header, parsed strictly here: every data line must hold the same number of
+  numeric values. Larch's ``read_ascii`` pads ragged rows with NaN and reads the last numeric
+  block wherever it starts, which would turn a damaged file into a plausible spectrum.
 
 Text is UTF-8 or ASCII, Latin-1 in old beamline comments, or UTF-16/UTF-32 (with or without a
 byte-order mark, as Windows editors save it); it is decoded before parsing.
@@ -143,15 +148,19 @@ def read_spectrum(
     Athena project.
 
     The format is chosen from the content: gzip-compressed data or text opening with
-    ``# Athena project file`` is an Athena project, a first line ``# XDI/...`` means XDI,
-    anything else is read as whitespace-separated numeric columns (energy first).
+    ``# Athena project file`` is an Athena project, a first line ``# XDI/...`` means XDI, a
+    header Larch recognises as a beamline's (SSRL, ...) is read by Larch's ``read_ascii``,
+    anything else is read as numeric columns (energy first).
 
     mu(E) is formed, unless ``mu_column`` says otherwise:
 
     * XDI: an explicit mu column (``mutrans``, ``mufluor``, ``normtrans``, ``normfluor``), else
       ``ln(i0/itrans)``, else ``ifluor/i0``, else the dead-time-corrected sum of per-channel
       fluorescence ROIs (``Fe_Ka_mca1`` ... with ``DTFactor_mca1`` ...) divided by ``i0``;
-    * columns: the column whose header label is ``mu``/``xmu``/``mutrans``/..., else column 2;
+    * columns: the column whose header label is ``mu``/``xmu``/``mutrans``/..., else
+      ``ln(i0/it)`` (``itrans``, ``it``, ``i1``), else ``if/i0`` (``ifluor``, ``if``, ...), else
+      column 2 (with a warning when an unlabelled table has more columns); a beamline layout
+      read by Larch has no column-2 fallback: its legend names every column;
     * Athena project: the group's stored mu(E) on its stored energies plus its stored energy
       shift (see :mod:`xasflow.experiment.athena`); ``mu_column`` does not apply.
 
