@@ -981,7 +981,8 @@ def _read_beamline_columns(path: Path, text: str, encoding: str, mu_column, beam
             path, f"{beamline.name} column file without a numeric data table of at least 2 columns"
         )
     labels = [str(label) for label in group.array_labels][: data.shape[0]]
-    energy_index = int(getattr(group, "energy_column", 1)) - 1
+    # Larch's 1-based energy column ('Achieved Energy' for SSRL), clipped to the table.
+    energy_index = min(max(int(getattr(group, "energy_column", 1)) - 1, 0), data.shape[0] - 1)
     energy_units = str(getattr(group, "energy_units", "eV"))
     if energy_units.lower() not in ("ev", "kev"):
         raise SpectrumReadError(
