@@ -8,8 +8,13 @@ Three formats are recognised from the file's content, not its name:
 * XDI (first line ``# XDI/1.x``), parsed by Larch's ``XDIFile``, which wraps the reference XDI C
   library, so that malformed files are rejected exactly where the XDI specification says
   (``xdi-baddata/BadFiles.txt``);
-* plain whitespace-separated columns with an optional ``#`` header (``.xmu``, ``.dat``), parsed
-  strictly here: every data line must hold the same number of numeric values.
+* column files in a beamline layout Larch recognises (SSRL's EXAFS Data Collector, APS MRCAT,
+  XSD and 12-BM, NSLS XDAC, CLS HXMA, KEK-PF: headers without ``#``, numbers inside them, a
+  legend naming the columns), read by Larch's ``read_ascii``;
+* other column files (``.xmu``, ``.dat``, CSV), whitespace-, comma- or semicolon-separated with
+  an optional header, parsed strictly here: every data line must hold the same number of
+  numeric values. Larch's ``read_ascii`` pads ragged rows with NaN and reads the last numeric
+  block wherever it starts, which would turn a damaged file into a plausible spectrum.
 
 Text is UTF-8 or ASCII, Latin-1 in old beamline comments, or UTF-16/UTF-32 (with or without a
 byte-order mark, as Windows editors save it); it is decoded before parsing.
@@ -22,6 +27,7 @@ named ``"<project path>:<label>"`` in messages and as the spectrum's ``source``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import math
@@ -34,7 +40,9 @@ from typing import NamedTuple
 import larch
 import numpy as np
 import xraydb
-from larch.io.xdi import PyXDIFile, XDIFile, get_xdilib
+from larch.io import read_ascii
+from larch.io.xafs_beamlines import GenericBeamlineData, guess_beamline
+from larch.io.xdi import PyXDIFile, XDIFile, XDIFileStruct, get_xdilib
 from larch.utils.physical_constants import PLANCK_HC
 
 from xasflow.errors import SpectrumReadError
@@ -61,6 +69,27 @@ MAX_CONTROL_FRACTION = 0.01
 EXPLICIT_MU_LABELS = ("mutrans", "mufluor", "normtrans", "normfluor")
 #: Header labels in plain column files that name the mu(E) column, in order of preference.
 COLUMN_FILE_MU_LABELS = ("mu", "xmu", "mutrans", "mufluor", "normtrans", "normfluor", "norm")
+#: Labels (as Larch names beamline columns) of the transmitted and the fluorescence intensity,
+#: which form mu(E) with ``i0`` as ln(i0/it) and if/i0.
+TRANSMISSION_LABELS = ("itrans", "it", "i1")
+FLUORESCENCE_LABELS = ("ifluor", "if", "fluor", "iff")
+#: Leading lines shown to Larch's beamline recognition (it looks at the first line or two).
+BEAMLINE_HEADER_LINES = 40
+#: XDI families whose values the XDI library's ``XDI_validate_item`` checks (Element is checked
+#: with the element and edge this module records).
+XDI_VALIDATED_FAMILIES = ("facility", "mono", "sample", "scan", "column")
+#: Fields the XDI specification recommends (``XDI_recommended_metadata`` in the XDI library).
+XDI_RECOMMENDED_FIELDS = (
+    "Facility.name",
+    "Facility.xray_source",
+    "Beamline.name",
+    "Scan.start_time",
+    "Column.1",
+)
+#: Lattice constants (Angstrom, room temperature) of the cubic monochromator crystals whose d-spacing
+#: can be computed from a reflection in ``Mono.name`` when ``Mono.d_spacing`` is missing:
+#: Si from CODATA 2018 (5.431020511), Ge from the usual tabulated 5.6579.
+CUBIC_MONO_LATTICE_CONSTANTS = {"Si": 5.431020511, "Ge": 5.6579}
 #: Edge names accepted when the element is unknown (K, L1-L3, M1-M5, N1-N7, O1-O5).
 KNOWN_EDGES = frozenset(
     ["K"]
@@ -76,6 +105,7 @@ _XDI_COLUMN_LINE = re.compile(r"^\s*#\s*Column\.\d+\s*:", re.IGNORECASE | re.MUL
 _GENERIC_COLUMN_LABEL = re.compile(r"^col\d+$", re.IGNORECASE)
 # Per-channel fluorescence regions of interest, e.g. "Fe_Ka_mca3" (GSE / NSLS-II Epics scans).
 _FLUORESCENCE_ROI_LABEL = re.compile(r"^[A-Za-z]{1,2}_[KLM][a-z0-9]*_mca(\d+)$", re.IGNORECASE)
+_MONO_REFLECTION = re.compile(r"^\s*(?P<crystal>si|ge)\s*\(?\s*(?P<hkl>\d{3})\s*\)?\s*$", re.IGNORECASE)
 _HEADER_KEY_VALUE = re.compile(r"^[#!;%]+\s*%?\s*([A-Za-z][\w.]*)\s*:\s*(.*?)\s*$")
 # Byte-order marks, longest first: the UTF-32-LE mark begins with the UTF-16-LE one.
 _BYTE_ORDER_MARKS = (
@@ -112,20 +142,25 @@ def read_spectrum(
     *,
     mu_column: int | str | None = None,
     min_points: int = MIN_POINTS,
+    require_edge: bool = True,
 ) -> Spectrum:
     """Read one measured XAS spectrum from an XDI file, a plain column file or one group of an
     Athena project.
 
     The format is chosen from the content: gzip-compressed data or text opening with
-    ``# Athena project file`` is an Athena project, a first line ``# XDI/...`` means XDI,
-    anything else is read as whitespace-separated numeric columns (energy first).
+    ``# Athena project file`` is an Athena project, a first line ``# XDI/...`` means XDI, a
+    header Larch recognises as a beamline's (SSRL, ...) is read by Larch's ``read_ascii``,
+    anything else is read as numeric columns (energy first).
 
     mu(E) is formed, unless ``mu_column`` says otherwise:
 
     * XDI: an explicit mu column (``mutrans``, ``mufluor``, ``normtrans``, ``normfluor``), else
       ``ln(i0/itrans)``, else ``ifluor/i0``, else the dead-time-corrected sum of per-channel
       fluorescence ROIs (``Fe_Ka_mca1`` ... with ``DTFactor_mca1`` ...) divided by ``i0``;
-    * columns: the column whose header label is ``mu``/``xmu``/``mutrans``/..., else column 2;
+    * columns: the column whose header label is ``mu``/``xmu``/``mutrans``/..., else
+      ``ln(i0/it)`` (``itrans``, ``it``, ``i1``), else ``if/i0`` (``ifluor``, ``if``, ...), else
+      column 2 (with a warning when an unlabelled table has more columns); a beamline layout
+      read by Larch has no column-2 fallback: its legend names every column;
     * Athena project: the group's stored mu(E) on its stored energies plus its stored energy
       shift (see :mod:`xasflow.experiment.athena`); ``mu_column`` does not apply.
 
@@ -139,6 +174,9 @@ def read_spectrum(
         mu_column: override the mu choice: a column label (case-insensitive) or a 1-based column
             number, as a person counts columns in the file (XDI ``Column.N``).
         min_points: fewest distinct energies accepted.
+        require_edge: refuse a scan that ends below the tabulated edge of the element and edge
+            the file names (an interrupted scan: no edge step). False reads such a file as it
+            is, e.g. to check the parsing of the 12-point pre-edge files of ``xdi-baddata``.
 
     Returns:
         A ``Spectrum`` with ``kind="measured"``, absolute energies in eV (shape (n,), strictly
@@ -149,8 +187,9 @@ def read_spectrum(
 
     Raises:
         SpectrumReadError: the file is missing, empty, binary, not numeric, malformed XDI, holds
-            no XAFS scan (no energy axis, a 2D map), has non-finite values, too few points, or an
-            energy axis that is not a single monotonic scan; a damaged project, a project of
+            no XAFS scan (no energy axis, a 2D map), has non-finite values, too few points, an
+            energy axis that is not a single monotonic scan, or a scan that stops below the
+            edge it names (``require_edge``); a damaged project, a project of
             several groups without a label, or a label the project does not hold.
     """
     path, label = split_group_selection(path)
@@ -159,10 +198,10 @@ def read_spectrum(
         _refuse_mu_column(path, mu_column)
         project = read_project(path)
         if label is None:
-            return _group_spectrum(project, _only_group(project), min_points)
-        return _group_spectrum(project, _selected_group(project, label), min_points)
+            return _group_spectrum(project, _only_group(project), min_points, require_edge)
+        return _group_spectrum(project, _selected_group(project, label), min_points, require_edge)
     _refuse_label(path, label)
-    return _text_spectrum(path, raw, mu_column, min_points)
+    return _text_spectrum(path, raw, mu_column, min_points, require_edge)
 
 
 def read_spectra(
@@ -170,6 +209,7 @@ def read_spectra(
     *,
     mu_column: int | str | None = None,
     min_points: int = MIN_POINTS,
+    require_edge: bool = True,
 ) -> list[Spectrum]:
     """Every spectrum ``path`` names: one for an XDI or column file or for ``"<project>:<label>"``,
     one per mu(E) group, in file order, for an Athena project named alone.
@@ -181,11 +221,11 @@ def read_spectra(
     selected_path, label = split_group_selection(path)
     raw = _read_bytes(selected_path)
     if not looks_like_project(raw) or label is not None:
-        return [read_spectrum(path, mu_column=mu_column, min_points=min_points)]
+        return [read_spectrum(path, mu_column=mu_column, min_points=min_points, require_edge=require_edge)]
     _refuse_mu_column(selected_path, mu_column)
     project = read_project(selected_path)
     groups = _mu_groups(project)
-    return [_group_spectrum(project, group, min_points) for group in groups]
+    return [_group_spectrum(project, group, min_points, require_edge) for group in groups]
 
 
 def split_group_selection(path: str | Path) -> tuple[Path, str | None]:
@@ -212,11 +252,15 @@ def split_group_selection(path: str | Path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def _text_spectrum(path: Path, raw: bytes, mu_column: int | str | None, min_points: int) -> Spectrum:
+def _text_spectrum(
+    path: Path, raw: bytes, mu_column: int | str | None, min_points: int, require_edge: bool
+) -> Spectrum:
     """An XDI or column file, from its bytes."""
     text, encoding = _decode_text(path, raw)
     parsed = _parse(path, text, encoding, mu_column)
     energy, mu, notes = _clean_energy_axis(path, parsed.energy, parsed.mu, parsed.metadata, min_points)
+    if require_edge:
+        _require_edge_in_scan(path, energy, parsed.element, parsed.edge)
     metadata = {**parsed.metadata, "encoding": encoding}
     metadata["warnings"] = [*metadata.get("warnings", []), *notes]
     _log_read(path, energy, parsed.element, parsed.edge, metadata)
@@ -256,7 +300,7 @@ def _parse(path: Path, text: str, encoding: str, mu_column: int | str | None) ->
             "has XDI header lines ('# Column.N: ...') but its first line is not the "
             f"'# XDI/1.0' version line (found {first_line.strip()[:40]!r}); not a valid XDI file",
         )
-    return _read_columns(path, text, mu_column)
+    return _read_columns(path, text, encoding, mu_column)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,6 +447,18 @@ def _xdi_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
         yield copy
 
 
+@contextlib.contextmanager
+def _utf8_readable_path(path: Path, text: str, encoding: str) -> Iterator[Path]:
+    """``path`` itself, or a UTF-8 copy for a file in an encoding a Larch reader cannot decode."""
+    if encoding not in _REENCODE_FOR_XDI:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="xasflow-text-") as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(text, encoding="utf-8")
+        yield copy
+
+
 def _open_xdi(path: Path, text: str, encoding: str):
     """Parse the XDI file with Larch; returns (reader object, True if the C library was used)."""
     strict = _xdi_library_available()
@@ -451,8 +507,9 @@ def _read_xdi(path: Path, text: str, encoding: str, mu_column: int | str | None)
         )
     data, labels, units = _xdi_table(path, xdi, text, warnings)
     attrs = {family: dict(entries) for family, entries in getattr(xdi, "attrs", {}).items()}
+    warnings += _xdi_metadata_warnings(path, attrs, data.shape[0], strict)
     _refuse_2d_scan(path, xdi)
-    energy, energy_source = _xdi_energy(path, data, labels, units, attrs)
+    energy, energy_source = _xdi_energy(path, data, labels, units, attrs, warnings)
     mu = _xdi_mu(path, data, labels, mu_column)
     element, edge = _xdi_element_edge(path, xdi, attrs, warnings)
     metadata = {
@@ -496,6 +553,46 @@ def _xdi_table(path: Path, xdi, text: str, warnings: list[str]):
     units += [""] * (n_columns - len(units))
     labels = _fill_generic_labels(labels, _last_header_words(text), warnings, path)
     return data, labels, units
+
+
+def _xdi_metadata_warnings(path: Path, attrs: dict, n_columns: int, strict: bool) -> list[str]:
+    """Warnings for metadata a reader may pass over (BadFiles.txt: 'file read', with a warning).
+
+    Values are checked by the XDI library's own ``XDI_validate_item`` (dates in ISO 8601,
+    temperatures, ring energy and current, d-spacing, Column.1), which Larch's ``XDIFile`` does
+    not call; without the C library (Larch's Python reader) this check is left out. Missing
+    recommended fields and ``Column.N`` labels beyond the data table are found here.
+    """
+    notes = []
+    if strict:
+        library = get_xdilib()
+        message = ctypes.create_string_buffer(512)
+        record = XDIFileStruct()
+        record.error_message = ctypes.cast(message, ctypes.c_char_p)
+        for family in XDI_VALIDATED_FAMILIES:
+            for key, value in attrs.get(family, {}).items():
+                code = library.XDI_validate_item(
+                    ctypes.byref(record), family.encode(), str(key).encode(), str(value).encode()
+                )
+                if code:
+                    reason = message.value.decode("utf-8", errors="replace").strip()
+                    notes.append(f"{family.capitalize()}.{key} {value!r}: {reason}")
+    missing = [
+        field
+        for field in XDI_RECOMMENDED_FIELDS
+        if field.split(".")[1].lower() not in attrs.get(field.split(".")[0].lower(), {})
+    ]
+    if missing:
+        notes.append(f"XDI recommended metadata missing: {', '.join(missing)}")
+    extra = sorted(
+        (int(key) for key in attrs.get("column", {}) if key.isdigit() and int(key) > n_columns),
+    )
+    if extra:
+        names = ", ".join(f"Column.{number} {attrs['column'][str(number)]!r}" for number in extra)
+        notes.append(f"{names} declared, but the data table has {n_columns} columns; ignored")
+    for note in notes:
+        logger.warning("%s: %s", path, note)
+    return notes
 
 
 def _refuse_2d_scan(path: Path, xdi) -> None:
@@ -558,7 +655,7 @@ def _column_name(index: int, label: str) -> str:
     return f"column {index + 1} ({label})"
 
 
-def _xdi_energy(path, data, labels, units, attrs) -> tuple[np.ndarray, str]:
+def _xdi_energy(path, data, labels, units, attrs, warnings: list[str]) -> tuple[np.ndarray, str]:
     """Energy (eV) from the energy column, or from the angle column by Bragg's law."""
     lowered_units = [unit.split()[0].lower() if unit.split() else "" for unit in units]
     energy_index = _xdi_energy_index(labels, lowered_units)
@@ -571,7 +668,7 @@ def _xdi_energy(path, data, labels, units, attrs) -> tuple[np.ndarray, str]:
 
     lowered = [label.lower() for label in labels]
     if "angle" in lowered:
-        return _energy_from_angle(path, data, lowered.index("angle"), lowered_units, attrs)
+        return _energy_from_angle(path, data, lowered.index("angle"), lowered_units, attrs, warnings)
 
     raise SpectrumReadError(
         path,
@@ -588,20 +685,39 @@ def _xdi_energy_index(labels: list[str], lowered_units: list[str]) -> int | None
     return next((index for index, unit in enumerate(lowered_units) if unit in ("ev", "kev")), None)
 
 
-def _energy_from_angle(path, data, angle_index: int, lowered_units: list[str], attrs):
+def _energy_from_angle(path, data, angle_index: int, lowered_units: list[str], attrs, warnings: list[str]):
     d_spacing = _d_spacing(attrs)
     if d_spacing is None:
-        raise SpectrumReadError(
-            path,
-            "has an 'angle' column but no valid Mono.d_spacing (Angstrom) to convert it to "
-            "energy; add '# Mono.d_spacing: <value>' to the header",
+        d_spacing = _d_spacing_from_mono_name(attrs)
+        if d_spacing is None:
+            raise SpectrumReadError(
+                path,
+                "has an 'angle' column but no valid Mono.d_spacing (Angstrom) to convert it to "
+                "energy, and Mono.name does not name a Si or Ge reflection; add "
+                "'# Mono.d_spacing: <value>' to the header",
+            )
+        note = (
+            f"no Mono.d_spacing: d={d_spacing:.5f} Angstrom computed from Mono.name "
+            f"{attrs['mono']['name']!r}; energies are as good as that crystal's lattice constant"
         )
+        warnings.append(note)
+        logger.warning("%s: %s", path, note)
     angle = data[angle_index]
     if lowered_units[angle_index] not in ("rad", "radian", "radians"):
         angle = np.deg2rad(angle)
     with np.errstate(divide="ignore", invalid="ignore"):
         energy = PLANCK_HC / (2.0 * d_spacing * np.sin(angle))
     return energy, f"{_column_name(angle_index, 'angle')} via Bragg's law, d={d_spacing} Angstrom"
+
+
+def _d_spacing_from_mono_name(attrs: dict) -> float | None:
+    """d (Angstrom) of the reflection ``Mono.name`` names ('Si 111', 'Si(311)', 'Ge 220'), else
+    None. Both crystals are cubic: d = a / sqrt(h^2 + k^2 + l^2)."""
+    match = _MONO_REFLECTION.match(attrs.get("mono", {}).get("name", ""))
+    if match is None:
+        return None
+    miller_square_sum = sum(int(digit) ** 2 for digit in match.group("hkl"))
+    return CUBIC_MONO_LATTICE_CONSTANTS[match.group("crystal").capitalize()] / math.sqrt(miller_square_sum)
 
 
 def _d_spacing(attrs: dict) -> float | None:
@@ -737,15 +853,21 @@ def _xdi_element_edge(path, xdi, attrs, warnings) -> tuple[str | None, str | Non
     element_attrs = attrs.get("element", {})
     scan_parameters = attrs.get("scanparameters", {})
     # The C library truncates these fields ('Foo' -> 'Fo'); the header values are complete.
-    raw_symbol = (
-        element_attrs.get("symbol")
-        or _as_str(getattr(xdi, "element", ""))
-        or scan_parameters.get("element", "")
-    ).strip()
-    raw_edge = (
-        element_attrs.get("edge") or _as_str(getattr(xdi, "edge", "")) or scan_parameters.get("edge", "")
-    ).strip()
+    # Without Element.* it fills them with blanks, so each candidate is stripped before the
+    # next is tried: Epics step scans (APS 13-ID, NSLS-II 4-BM) name the element and edge only
+    # as ScanParameters.element / ScanParameters.edge.
+    raw_symbol = _first_given(
+        element_attrs.get("symbol"), _as_str(getattr(xdi, "element", "")), scan_parameters.get("element")
+    )
+    raw_edge = _first_given(
+        element_attrs.get("edge"), _as_str(getattr(xdi, "edge", "")), scan_parameters.get("edge")
+    )
     return _checked_element_edge(path, ("Element.symbol", raw_symbol), ("Element.edge", raw_edge), warnings)
+
+
+def _first_given(*candidates: str | None) -> str:
+    """The first candidate that is not blank, stripped; '' when none is."""
+    return next((text.strip() for text in candidates if text and text.strip()), "")
 
 
 def _checked_element_edge(path, symbol: tuple[str, str], edge: tuple[str, str], warnings: list[str]):
@@ -754,10 +876,15 @@ def _checked_element_edge(path, symbol: tuple[str, str], edge: tuple[str, str], 
     element = _valid_element(symbol[1])
     valid_edge = _valid_edge(edge[1], element)
     for (name, raw), valid in ((symbol, element), (edge, valid_edge)):
-        if raw and valid is None:
-            note = f"{name} {raw!r} is not valid; recorded as unknown"
-            warnings.append(note)
-            logger.warning("%s: %s", path, note)
+        if valid is not None:
+            continue
+        note = (
+            f"{name} {raw!r} is not valid; recorded as unknown"
+            if raw
+            else f"{name} missing; recorded as unknown"
+        )
+        warnings.append(note)
+        logger.warning("%s: %s", path, note)
     return element, valid_edge
 
 
@@ -777,9 +904,23 @@ def _parse_number(token: str) -> float | None:
         return None
 
 
+def _split_fields(line: str) -> list[str]:
+    """The fields of a table line: separated by ';' when it holds one, else by ',' when it holds
+    one (CSV), else by whitespace.
+
+    Splitting on ';' alone keeps decimal commas ('8979,5;0,12') whole, so that they are refused
+    as non-numeric rather than read as two numbers; a trailing separator is ignored.
+    """
+    for separator in (";", ","):
+        if separator in line:
+            fields = [field.strip() for field in line.strip().split(separator)]
+            return fields[:-1] if len(fields) > 1 and not fields[-1] else fields
+    return line.split()
+
+
 def _parse_numbers(line: str) -> list[float] | None:
     values = []
-    for token in line.split():
+    for token in _split_fields(line):
         value = _parse_number(token)
         if value is None:
             return None
@@ -787,10 +928,14 @@ def _parse_numbers(line: str) -> list[float] | None:
     return values or None
 
 
-def _read_columns(path: Path, text: str, mu_column: int | str | None) -> _Parsed:
+def _read_columns(path: Path, text: str, encoding: str, mu_column: int | str | None) -> _Parsed:
+    beamline = _larch_beamline(text)
+    if beamline is not None:
+        return _read_beamline_columns(path, text, encoding, mu_column, beamline)
     header, data = _split_header_and_table(path, text)
     labels = _column_labels(header, data.shape[0])
-    mu_index = _column_mu_index(path, labels, mu_column)
+    warnings: list[str] = []
+    mu = _labelled_mu(path, data, labels, mu_column) or _second_column_mu(path, data, labels, warnings)
     header_values = _header_key_values(header)
     element = _valid_element(
         header_values.get("atom") or header_values.get("element.symbol") or header_values.get("element", "")
@@ -800,11 +945,131 @@ def _read_columns(path: Path, text: str, mu_column: int | str | None) -> _Parsed
         "format": "columns",
         "column_labels": labels,
         "energy_source": _column_name(0, labels[0]),
-        "mu_source": _column_name(mu_index, labels[mu_index]),
+        "mu_source": mu.source,
+        "header": header_values,
+        "warnings": warnings,
+    }
+    return _Parsed(data[0].copy(), mu.values, element, edge, metadata)
+
+
+def _larch_beamline(text: str):
+    """Larch's class for the beamline layout of a column file, None for a generic file.
+
+    Beamline collectors (SSRL's EXAFS Data Collector, APS MRCAT/XSD/12-BM, NSLS XDAC, CLS,
+    KEK-PF) write headers without comment characters, with numbers in them, and name the
+    columns in a legend; :func:`larch.io.xafs_beamlines.guess_beamline` knows these layouts.
+    """
+    lines = [line.strip() for line in text.splitlines()[:BEAMLINE_HEADER_LINES] if line.strip()]
+    beamline = guess_beamline(lines)
+    return None if beamline is GenericBeamlineData else beamline
+
+
+def _read_beamline_columns(path: Path, text: str, encoding: str, mu_column, beamline) -> _Parsed:
+    """A beamline column file, parsed by Larch's ``read_ascii``: its data table is the last
+    block of numeric lines, the labels come from the beamline's legend."""
+    with _utf8_readable_path(path, text, encoding) as readable:
+        try:
+            group = read_ascii(str(readable))
+        except Exception as exc:  # any Larch failure becomes one clear line
+            raise SpectrumReadError(
+                path,
+                f"cannot be read as a {beamline.name} column file: {exc}".replace(str(readable), str(path)),
+            ) from exc
+    data = np.asarray(getattr(group, "data", []), dtype=float)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise SpectrumReadError(
+            path, f"{beamline.name} column file without a numeric data table of at least 2 columns"
+        )
+    labels = [str(label) for label in group.array_labels][: data.shape[0]]
+    # Larch's 1-based energy column ('Achieved Energy' for SSRL), clipped to the table.
+    energy_index = min(max(int(getattr(group, "energy_column", 1)) - 1, 0), data.shape[0] - 1)
+    energy_units = str(getattr(group, "energy_units", "eV"))
+    if energy_units.lower() not in ("ev", "kev"):
+        raise SpectrumReadError(
+            path,
+            f"{beamline.name} energy column {_column_name(energy_index, labels[energy_index])} is in "
+            f"{energy_units!r}; only eV or keV can be read (convert the file to energy first)",
+        )
+    mu = _labelled_mu(path, data, labels, mu_column)
+    if mu is None:
+        raise _no_mu_error(path, labels)
+    # Larch parses 'KEY: value' header lines of any layout into ``attrs``.
+    header_values = {
+        str(key).lower(): str(value) for key, value in vars(group.attrs).items() if not key.startswith("_")
+    }
+    element = _valid_element(header_values.get("element", ""))
+    edge = _valid_edge(header_values.get("edge", ""), element)
+    metadata = {
+        "format": "columns",
+        "column_reader": f"larch read_ascii, {beamline.name} layout (larch {larch.__version__})",
+        "column_labels": labels,
+        "energy_source": _column_name(energy_index, labels[energy_index]),
+        "mu_source": mu.source,
         "header": header_values,
         "warnings": [],
     }
-    return _Parsed(data[0].copy(), data[mu_index].copy(), element, edge, metadata)
+    energy = data[energy_index].copy()
+    if energy_units.lower() == "kev":
+        energy *= 1000.0
+    return _Parsed(energy, mu.values, element, edge, metadata)
+
+
+def _labelled_mu(path, data, labels: list[str], mu_column) -> _MuChoice | None:
+    """mu(E) of a column file: ``mu_column``, else a column whose label says it holds mu, else
+    ln(i0/it) or if/i0 from intensity columns the labels name; None when the labels say nothing."""
+    if mu_column is not None:
+        index = _column_index(path, labels, mu_column)
+        return _MuChoice(data[index].copy(), _column_name(index, labels[index]))
+    lowered = [label.lower() for label in labels]
+    explicit = next((name for name in COLUMN_FILE_MU_LABELS if name in lowered), None)
+    if explicit is not None:
+        index = lowered.index(explicit)
+        return _MuChoice(data[index].copy(), _column_name(index, labels[index]))
+    if "i0" not in lowered:
+        return None
+    i0 = data[lowered.index("i0")]
+    transmitted = next((name for name in TRANSMISSION_LABELS if name in lowered), None)
+    if transmitted is not None:
+        source = f"ln(i0/{transmitted})"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = np.log(i0 / data[lowered.index(transmitted)])
+        _require_finite_ratio(path, mu, source, f"i0 and {transmitted} must be positive counts")
+        return _MuChoice(mu, source)
+    fluorescence = next((name for name in FLUORESCENCE_LABELS if name in lowered), None)
+    if fluorescence is not None:
+        source = f"{fluorescence}/i0"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = data[lowered.index(fluorescence)] / i0
+        _require_finite_ratio(path, mu, source, "i0 must be non-zero")
+        return _MuChoice(mu, source)
+    return None
+
+
+def _second_column_mu(path, data, labels: list[str], warnings: list[str]) -> _MuChoice:
+    """Column 2 as mu: the convention of two- and three-column files (energy, mu[, i0]).
+
+    With more columns and no labels this is a guess, and it says so: in
+    ``generic_columns_no_header.dat`` column 2 is an ion-chamber intensity.
+    """
+    if data.shape[0] > 2 and all(_GENERIC_COLUMN_LABEL.match(label) for label in labels):
+        note = (
+            f"no column labels: column 2 of {data.shape[0]} taken as mu by convention; "
+            "pass mu_column if another column holds mu"
+        )
+        warnings.append(note)
+        logger.warning("%s: %s", path, note)
+    else:
+        logger.info("%s: no mu label in the header; using column 2 as mu", path)
+    return _MuChoice(data[1].copy(), _column_name(1, labels[1]))
+
+
+def _no_mu_error(path, labels: list[str]) -> SpectrumReadError:
+    return SpectrumReadError(
+        path,
+        f"no absorption column: need one of {', '.join(COLUMN_FILE_MU_LABELS)}, or i0 with one of "
+        f"{', '.join(TRANSMISSION_LABELS + FLUORESCENCE_LABELS)} (columns: {_describe_columns(labels)}); "
+        "pass mu_column to choose one",
+    )
 
 
 def _split_header_and_table(path: Path, text: str) -> tuple[list[str], np.ndarray]:
@@ -835,12 +1100,30 @@ def _split_header_and_table(path: Path, text: str) -> tuple[list[str], np.ndarra
             )
         rows.append(values)
     if not rows:
+        decimal_comma = next((line for line in header if _has_decimal_commas(line)), None)
+        if decimal_comma is not None:
+            raise SpectrumReadError(
+                path,
+                f"numbers are written with decimal commas ({_split_fields(decimal_comma)[0][:20]!r}); "
+                "save the file with decimal points",
+            )
         raise SpectrumReadError(
             path,
-            "no numeric data table found: expected lines of whitespace-separated numbers "
-            "(energy first, then mu or detector counts), optionally after a '#' header",
+            "no numeric data table found: expected lines of whitespace-, comma- or "
+            "semicolon-separated numbers (energy first, then mu or detector counts), "
+            "optionally after a '#' header",
         )
     return header, np.asarray(rows, dtype=float).T
+
+
+def _has_decimal_commas(line: str) -> bool:
+    """True for a line of numbers written with decimal commas ('8979,5;0,123')."""
+    fields = _split_fields(line)
+    return (
+        len(fields) > 1
+        and any("," in field for field in fields)
+        and all(_parse_number(field.replace(",", ".")) is not None for field in fields)
+    )
 
 
 def _require_two_columns(path: Path, line_number: int, count: int) -> None:
@@ -853,7 +1136,7 @@ def _require_two_columns(path: Path, line_number: int, count: int) -> None:
 
 def _text_in_table_error(path: Path, line_number: int, line: str, table_start: int) -> SpectrumReadError:
     """A non-numeric line inside the data table: a stray value, or a header with numeric lines."""
-    tokens = line.split()
+    tokens = _split_fields(line)
     bad_token = next(token for token in tokens if _parse_number(token) is None)
     if any(_parse_number(token) is not None for token in tokens):
         return SpectrumReadError(
@@ -868,21 +1151,10 @@ def _text_in_table_error(path: Path, line_number: int, line: str, table_start: i
 
 def _column_labels(header: list[str], n_columns: int) -> list[str]:
     """Labels from the last header line when it names every column, else 'col1', 'col2', ..."""
-    words = header[-1].lstrip("".join(_COMMENT_CHARS)).split() if header else []
+    words = _split_fields(header[-1].lstrip("".join(_COMMENT_CHARS))) if header else []
     if len(words) == n_columns and all(_parse_number(word) is None for word in words):
         return [word.lower() for word in words]
     return [f"col{index + 1}" for index in range(n_columns)]
-
-
-def _column_mu_index(path: Path, labels: list[str], mu_column: int | str | None) -> int:
-    """0-based index of mu: ``mu_column``, else the first mu-like label, else column 2."""
-    if mu_column is not None:
-        return _column_index(path, labels, mu_column)
-    index = next((labels.index(name) for name in COLUMN_FILE_MU_LABELS if name in labels), None)
-    if index is None:
-        logger.info("%s: no mu label in the header; using column 2 as mu", path)
-        return 1
-    return index
 
 
 def _header_key_values(header: list[str]) -> dict[str, str]:
@@ -963,7 +1235,7 @@ def _mu_groups(project: Project) -> list[ProjectGroup]:
     return groups
 
 
-def _group_spectrum(project: Project, group: ProjectGroup, min_points: int) -> Spectrum:
+def _group_spectrum(project: Project, group: ProjectGroup, min_points: int, require_edge: bool) -> Spectrum:
     """One group as a measured spectrum named ``"<project>:<label>"``."""
     source = group_reference(str(project.path), group.label)
     if group.data_type != MU_DATA_TYPE:
@@ -988,6 +1260,8 @@ def _group_spectrum(project: Project, group: ProjectGroup, min_points: int) -> S
         "column_labels": [],
     }
     energy, mu, notes = _clean_energy_axis(source, group.energy, group.mu, metadata, min_points)
+    if require_edge:
+        _require_edge_in_scan(source, energy, element, edge)
     metadata["warnings"] = [*warnings, *notes]
     _log_read(source, energy, element, edge, metadata)
     return Spectrum(energy, mu, source=source, kind="measured", element=element, edge=edge, metadata=metadata)
@@ -1027,6 +1301,25 @@ def _clean_energy_axis(path, energy: np.ndarray, mu: np.ndarray, metadata: dict,
     for note in notes:
         logger.info("%s: %s", path, note)
     return np.ascontiguousarray(energy, dtype=float), np.ascontiguousarray(mu, dtype=float), notes
+
+
+def _require_edge_in_scan(path, energy: np.ndarray, element: str | None, edge: str | None) -> None:
+    """Refuse a scan that ends below the tabulated edge of its element (an interrupted scan).
+
+    Such a file may hold the foot of the edge (mu already rises twentyfold at the end of
+    APS13ID_2019.dat) but no post-edge points, so there is no edge step to normalize by and
+    nothing a model can compare. Checked only when the file names its element and edge.
+    """
+    if element is None or edge is None:
+        return
+    edge_energy = float(xraydb.xray_edge(element, edge).energy)
+    if energy[-1] < edge_energy:
+        raise SpectrumReadError(
+            path,
+            f"the scan stops at {energy[-1]:.1f} eV, {edge_energy - energy[-1]:.1f} eV below the "
+            f"tabulated {element} {edge} edge ({edge_energy:.1f} eV): no post-edge data, so no "
+            "edge step to normalize (an interrupted scan?)",
+        )
 
 
 def _require_finite(path, values: np.ndarray, what: str) -> None:
