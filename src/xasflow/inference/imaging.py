@@ -362,14 +362,15 @@ def open_maps(path: str | Path):
 
 
 def region_compositions(
-    maps_path: str | Path, labels: np.ndarray | None, threshold: float
+    maps_path: str | Path, labels: np.ndarray | None, threshold: float, min_region_pixels: int = 10
 ) -> list[RegionComposition]:
     """Mean composition per region and the probability that it exceeds ``threshold``.
 
     Args:
         maps_path: a store written by :func:`map_stack`.
         labels: region labels, int, shape (ny, nx), 0 outside any region; None labels the
-            connected components (8-neighbour) of the mapped pixels (``scipy.ndimage.label``).
+            connected components (8-neighbour) of the mapped pixels (``scipy.ndimage.label``)
+            of at least ``min_region_pixels`` pixels (smaller ones are noise that passed the mask).
         threshold: fraction threshold of the enrichment probability.
     """
     from scipy import ndimage
@@ -377,6 +378,8 @@ def region_compositions(
     maps = open_maps(maps_path)
     if labels is None:
         labels, _ = ndimage.label(maps["mask"].values.astype(bool), structure=np.ones((3, 3)))
+        sizes = np.bincount(labels.ravel())
+        labels = np.where(sizes[labels] >= min_region_pixels, labels, 0)
     labels = np.asarray(labels)
     if labels.shape != maps["mask"].shape:
         raise StackError(maps_path, f"region labels have shape {labels.shape}, the maps {maps['mask'].shape}")
@@ -432,9 +435,10 @@ def write_map_figures(maps_path: str | Path, figure_dir: str | Path, max_side: i
     for filename, entries in panels.items():
         figure, axes = plt.subplots(1, len(entries), figsize=(3.2 * len(entries), 3.0), squeeze=False)
         for axis, (title, values, limits) in zip(axes[0], entries, strict=True):
-            image = axis.imshow(
-                values.values, cmap="viridis", vmin=limits and limits[0], vmax=limits and limits[1]
-            )
+            shown = values.values
+            if limits is None and np.isfinite(shown).any():  # isolated outliers would hide the map
+                limits = tuple(np.nanpercentile(shown, [1, 99]))
+            image = axis.imshow(shown, cmap="viridis", vmin=limits and limits[0], vmax=limits and limits[1])
             axis.set_title(title, fontsize=9)
             axis.set_axis_off()
             figure.colorbar(image, ax=axis, shrink=0.8)

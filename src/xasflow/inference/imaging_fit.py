@@ -106,16 +106,20 @@ class ReferenceFit:
             weights = np.array([weight for weight, _ in results]).reshape(len(spectra), -1)
             return weights, np.array([norm**2 for _, norm in results])
         projections = spectra @ self.references.T  # b = A^T y per pixel, shape (n, k)
-        weights = np.zeros_like(projections)
         best = np.zeros(len(spectra))  # w . b of the best feasible subset; 0 for w = 0
-        for indices, inverse in self._subsets:
-            subset_weights = projections[:, indices] @ inverse
-            value = np.einsum("ij,ij->i", subset_weights, projections[:, indices])
+        best_subset = np.full(len(spectra), -1)
+        for number, (indices, inverse) in enumerate(self._subsets):
+            chosen = projections[:, indices]
+            subset_weights = chosen @ inverse
+            value = np.einsum("ij,ij->i", subset_weights, chosen)
             better = (value > best) & np.all(subset_weights >= 0, axis=1)
-            if better.any():
-                best[better] = value[better]
-                weights[better] = 0.0
-                weights[np.ix_(better, indices)] = subset_weights[better]
+            best = np.where(better, value, best)
+            best_subset[better] = number
+        weights = np.zeros_like(projections)
+        for number in np.unique(best_subset[best_subset >= 0]):
+            indices, inverse = self._subsets[number]
+            rows = np.flatnonzero(best_subset == number)
+            weights[rows[:, None], indices] = projections[rows[:, None], indices] @ inverse
         residual = spectra - weights @ self.references
         return weights, np.einsum("ij,ij->i", residual, residual)
 

@@ -149,20 +149,19 @@ class TileNormalizer:
         self.pre_points = _fit_points(self.energy, e0, *normalization.pre_edge_range, "pre-edge")
         self.post_points = _fit_points(self.energy, e0, *normalization.norm_range, "post-edge")
         self.edge_index = int(index_nearest(self.energy, e0))
-        line = _polynomial(relative, 1)
-        # pre_line = mu[:, pre_points] @ pre_operator, shape (n_pre, n_energy)
-        self.pre_operator = (line @ np.linalg.pinv(line[self.pre_points])).T
-        post = _polynomial(relative, normalization.post_edge_degree)
-        # post_curve = (mu - pre_line)[:, post_points] @ post_operator, shape (n_post, n_energy)
-        self.post_operator = (post @ np.linalg.pinv(post[self.post_points])).T
+        # least-squares coefficients are mu[:, points] @ pinv(design[points]).T (low rank: two
+        # thin products per pixel instead of an n_points x n_energy one)
+        self.pre_design = _polynomial(relative, 1)
+        self.pre_solve = np.linalg.pinv(self.pre_design[self.pre_points]).T
+        self.post_design = _polynomial(relative, normalization.post_edge_degree)
+        self.post_solve = np.linalg.pinv(self.post_design[self.post_points]).T
 
         # step = mu @ step_vector: the step is linear in mu; its noise is sigma * |step_vector|
         pre_full = np.zeros((self.energy.size, self.energy.size))
-        pre_full[self.pre_points] = self.pre_operator
+        pre_full[self.pre_points] = self.pre_solve @ self.pre_design.T
         subtract = np.eye(self.energy.size) - pre_full
-        self.step_gain = float(
-            np.linalg.norm(subtract[:, self.post_points] @ self.post_operator[:, self.edge_index])
-        )
+        step_vector = subtract[:, self.post_points] @ self.post_solve @ self.post_design[self.edge_index]
+        self.step_gain = float(np.linalg.norm(step_vector))
 
     def __call__(self, mu: np.ndarray) -> NormalizedSpectra:
         """Normalize spectra.
@@ -175,17 +174,17 @@ class TileNormalizer:
             Where the step is not positive the spectrum is left unscaled (mu minus its pre-edge
             line); mask those pixels.
         """
-        mu = np.asarray(mu, dtype=float)
-        subtracted = mu - mu[:, self.pre_points] @ self.pre_operator
+        subtracted = np.array(mu, dtype=float)  # a copy, worked on in place
+        subtracted -= (subtracted[:, self.pre_points] @ self.pre_solve) @ self.pre_design.T
         pre_residual = subtracted[:, self.pre_points]
         n_pre = pre_residual.shape[1]
         noise = np.sqrt(np.einsum("ij,ij->i", pre_residual, pre_residual) / max(n_pre - 2, 1))
-        post_fit = subtracted[:, self.post_points]
-        edge_step = post_fit @ self.post_operator[:, self.edge_index]
+        post_coefficients = subtracted[:, self.post_points] @ self.post_solve
+        edge_step = post_coefficients @ self.post_design[self.edge_index]
         scale = np.where(edge_step > 0, edge_step, 1.0)
         if self.normalization.flatten:
             # Larch's flat: above E0 the post-edge curve's shape is taken out, keeping its value at E0
-            curve = post_fit @ self.post_operator[:, self.edge_index :]
+            curve = post_coefficients @ self.post_design[self.edge_index :].T
             subtracted[:, self.edge_index :] -= curve - edge_step[:, None]
         subtracted /= scale[:, None]
         return NormalizedSpectra(subtracted, edge_step, noise * self.step_gain)
