@@ -12,6 +12,7 @@ limited to one thread each. The stack was just written, so both read it from the
 when memory allows; the ratio compares like with like.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/imaging.py --size 256        # quick
+    .venv/bin/python benchmarks/imaging.py --accuracy --size 64 --tile 64      # RMSE per dose
     nice -n 10 .venv/bin/python benchmarks/imaging.py                          # 2048 x 2048 x 100
 """
 
@@ -30,6 +31,8 @@ from pathlib import Path
 
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[variable] = "1"  # parallelism comes from the tile workers
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("XASFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -86,6 +89,39 @@ def maps(args) -> dict:
     return {"seconds": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb()}
 
 
+def accuracy(args) -> None:
+    """Fraction-map RMSE against the truth per dose: raw per-pixel fits and PCA-denoised fits."""
+    from xasflow.inference.imaging import ImagingParams, map_stack, open_maps
+    from xasflow.inference.imaging_io import open_stack, write_stack
+    from xasflow.inference.imaging_synthetic import fe_references, fraction_errors, synthetic_stack
+
+    fe = fe_references(DATA)
+    folder = Path(tempfile.mkdtemp(prefix="xasflow-imaging-accuracy-"))
+    print(
+        f"fraction RMSE over mapped sample pixels, {args.size} x {args.size} px, mean of seeds {args.seeds}"
+    )
+    print(f"{'dose':>8} {'raw':>8} {'pca':>8} {'pca/raw':>8} {'coverage':>9} {'pca comps':>10}")
+    try:
+        for dose in args.doses:
+            errors = {"none": [], "pca": []}
+            for seed in range(args.seeds):
+                stack, truth = synthetic_stack(*fe, image_shape=(args.size, args.size), dose=dose, seed=seed)
+                path = write_stack(folder / "stack.zarr", truth.energy, stack, chunk=args.tile)
+                for denoise in errors:
+                    params = ImagingParams(tile_size=args.tile, denoise=denoise, workers=args.workers)
+                    with open_stack(path) as opened:
+                        maps = open_maps(map_stack(opened, *fe, folder / denoise, params))
+                    errors[denoise].append(
+                        (*fraction_errors(maps["fraction"].values, truth), maps.attrs["denoiser"])
+                    )
+            raw, pca = (float(np.mean([row[0] for row in errors[key]])) for key in ("none", "pca"))
+            coverage = float(np.mean([row[1] for row in errors["none"]]))
+            components = errors["pca"][0][2].split("(")[1].split(" ")[0]
+            print(f"{dose:8.0e} {raw:8.4f} {pca:8.4f} {pca / raw:8.2f} {coverage:9.3f} {components:>10}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def phase(args, name: str) -> dict:
     command = [sys.executable, __file__, "--phase", name, "--stack", str(args.stack), "--out", str(args.out)]
     command += ["--size", str(args.size), "--energies", str(args.energies), "--tile", str(args.tile)]
@@ -104,12 +140,18 @@ def main() -> None:
     parser.add_argument("--dose", type=float, default=1e4, help="photons per pixel per energy (1e4)")
     parser.add_argument("--format", choices=("zarr", "h5"), default="zarr")
     parser.add_argument("--dir", help="working folder (default: a temporary folder, removed)")
+    parser.add_argument("--accuracy", action="store_true", help="print the RMSE-per-dose table instead")
+    parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e5, 1e4, 1e3, 1e2])
+    parser.add_argument("--seeds", type=int, default=3, help="stacks per dose in --accuracy (3)")
     parser.add_argument("--phase", choices=("write", "read", "maps"), help=argparse.SUPPRESS)
     parser.add_argument("--stack", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         print(json.dumps({"write": write, "read": read, "maps": maps}[args.phase](args)))
+        return
+    if args.accuracy:
+        accuracy(args)
         return
     folder = Path(args.dir or tempfile.mkdtemp(prefix="xasflow-imaging-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
