@@ -207,7 +207,9 @@ class _TileMapper:
             else:
                 spectra = np.asarray(denoiser(spectra, energy, references), dtype=float)
         result = self.fit.fit(spectra)
-        edge_energy = half_step_energy(self.stack.energy, spectra, self.normalizer.pre_points.stop)
+        edge_energy = half_step_energy(
+            self.stack.energy, spectra, self.normalizer.pre_points.stop, self.normalizer.post_points.start + 1
+        )
         k = len(self.fit.references)
         values = {
             "fraction": _scatter(result.fractions, mask, k),

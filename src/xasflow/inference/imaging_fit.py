@@ -120,8 +120,15 @@ class ReferenceFit:
             indices, inverse = self._subsets[number]
             rows = np.flatnonzero(best_subset == number)
             weights[rows[:, None], indices] = projections[rows[:, None], indices] @ inverse
-        residual = spectra - weights @ self.references
-        return weights, np.einsum("ij,ij->i", residual, residual)
+        # ||y - A w||^2 = ||y||^2 - 2 w.b + w.G w, in the k-dimensional space (float64 keeps the
+        # cancellation harmless: the residual is compared with scipy to 1e-9 in the tests)
+        squares = np.einsum("ij,ij->i", spectra, spectra)
+        rss = (
+            squares
+            - 2 * np.einsum("ij,ij->i", weights, projections)
+            + np.einsum("ij,jk,ik->i", weights, self.gram, weights)
+        )
+        return weights, np.clip(rss, 0.0, None)
 
     def fit(self, spectra: np.ndarray) -> FitResult:
         """NNLS fit with fractions and their uncertainties.
@@ -157,24 +164,30 @@ class ReferenceFit:
 
 
 def half_step_energy(
-    energy: np.ndarray, norm: np.ndarray, start_index: int = 0, level: float = 0.5
+    energy: np.ndarray,
+    norm: np.ndarray,
+    start_index: int = 0,
+    stop_index: int | None = None,
+    level: float = 0.5,
 ) -> np.ndarray:
     """Energy where normalized spectra first reach ``level`` (half the edge step), eV.
 
     The crossing is searched on the running maximum of each spectrum from ``start_index`` (the
-    end of the pre-edge range) upward, so noise below the edge that dips back does not count
-    twice, and interpolated linearly between the two grid points around it. This is the
-    half-step E0 convention of the dataset (``xasflow.experiment.alignment``).
+    end of the pre-edge range) up to ``stop_index`` (the start of the post-edge range), so noise
+    below the edge that dips back does not count twice, and interpolated linearly between the
+    two grid points around it. This is the half-step E0 convention of the dataset
+    (``xasflow.experiment.alignment``).
 
     Args:
         energy: eV, shape (n_energy,).
         norm: normalized spectra, shape (n, n_energy).
         start_index: first energy index searched.
+        stop_index: first energy index not searched (None: to the end).
 
     Returns:
         Edge energies, eV, shape (n,); NaN where the level is never reached.
     """
-    running = np.maximum.accumulate(norm[:, start_index:], axis=1)
+    running = np.maximum.accumulate(norm[:, start_index:stop_index], axis=1)
     reached = running >= level
     first = np.argmax(reached, axis=1)
     found = reached[np.arange(len(norm)), first] & (first > 0)

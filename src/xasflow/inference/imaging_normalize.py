@@ -174,8 +174,10 @@ class TileNormalizer:
             Where the step is not positive the spectrum is left unscaled (mu minus its pre-edge
             line); mask those pixels.
         """
-        subtracted = np.array(mu, dtype=float)  # a copy, worked on in place
-        subtracted -= (subtracted[:, self.pre_points] @ self.pre_solve) @ self.pre_design.T
+        # a copy worked on in place; order "K" keeps the (energy, pixel) memory order of a tile
+        subtracted = np.array(mu, dtype=float, order="K")
+        # (design @ coefficients^T)^T has the memory order of subtracted: a cache-friendly subtraction
+        subtracted -= (self.pre_design @ (subtracted[:, self.pre_points] @ self.pre_solve).T).T
         pre_residual = subtracted[:, self.pre_points]
         n_pre = pre_residual.shape[1]
         noise = np.sqrt(np.einsum("ij,ij->i", pre_residual, pre_residual) / max(n_pre - 2, 1))
