@@ -186,9 +186,10 @@ def test_noise_free_fractions_are_exact_and_empty_pixels_masked(fe, tmp_path):
     stack, truth = make_stack(fe, (16, 16), dose=None)
     maps = map_file(write_stack(tmp_path / "s.zarr", truth.energy, stack), fe, tmp_path / "out")
     rmse, coverage = fraction_errors(maps["fraction"].values, truth)
-    assert rmse < 1e-6 and coverage == 1.0
+    # float32 stack and float32 tile arithmetic: 1e-5 here, against 0.004 at the highest dose
+    assert rmse < 1e-4 and coverage == 1.0
     np.testing.assert_array_equal(maps["mask"].values.astype(bool), truth.sample)
-    np.testing.assert_allclose(maps["weight_sum"].values[truth.sample], 1.0, atol=1e-6)
+    np.testing.assert_allclose(maps["weight_sum"].values[truth.sample], 1.0, atol=1e-4)
 
 
 def test_fractions_recovered_at_high_dose_with_calibrated_uncertainty(fe, tmp_path):

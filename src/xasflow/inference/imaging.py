@@ -253,6 +253,12 @@ def fit_pca_denoiser(mapper: _TileMapper, params: ImagingParams) -> PcaDenoiser:
     return PcaDenoiser(sample, len(mapper.fit.references), params.pca)
 
 
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("numpy", "scipy", "scikit-learn", "zarr", "xraylarch")}
+
+
 def _describe(denoiser: Denoiser | None, params: ImagingParams) -> str:
     if isinstance(denoiser, PcaDenoiser):
         return f"pca ({denoiser.n_components} components, {params.denoise_input} spectra)"
@@ -322,6 +328,7 @@ def map_stack(
         denoiser = network_denoiser(params.denoise_config)
     attributes = {
         "xasflow_version": __version__,
+        "versions": _library_versions(),
         "source": str(stack.path),
         "components": list(names),
         "energy_eV": [float(value) for value in stack.energy],

@@ -98,14 +98,19 @@ class ReferenceFit:
                     self._subsets.append((indices, np.linalg.inv(self.gram[np.ix_(indices, indices)])))
 
     def nnls(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """NNLS weights (n, k) and residual sums of squares (n,) of spectra shape (n, n_energy)."""
-        spectra = np.asarray(spectra, dtype=float)
+        """NNLS weights (n, k) and residual sums of squares (n,) of spectra shape (n, n_energy).
+
+        float32 spectra (normalized tiles) stay float32 in the n x n_energy products; the
+        k-dimensional work is float64."""
+        spectra = np.asarray(spectra)
+        spectra = spectra if spectra.dtype == np.float32 else spectra.astype(float)
+        references = self.references.astype(spectra.dtype)
         if not self._subsets:
             logger.warning("%d references: per-pixel scipy nnls (slow)", len(self.references))
             results = [nnls(self.references.T, spectrum) for spectrum in spectra]
             weights = np.array([weight for weight, _ in results]).reshape(len(spectra), -1)
             return weights, np.array([norm**2 for _, norm in results])
-        projections = spectra @ self.references.T  # b = A^T y per pixel, shape (n, k)
+        projections = (spectra @ references.T).astype(float)  # b = A^T y per pixel, shape (n, k)
         best = np.zeros(len(spectra))  # w . b of the best feasible subset; 0 for w = 0
         best_subset = np.full(len(spectra), -1)
         for number, (indices, inverse) in enumerate(self._subsets):
@@ -120,15 +125,9 @@ class ReferenceFit:
             indices, inverse = self._subsets[number]
             rows = np.flatnonzero(best_subset == number)
             weights[rows[:, None], indices] = projections[rows[:, None], indices] @ inverse
-        # ||y - A w||^2 = ||y||^2 - 2 w.b + w.G w, in the k-dimensional space (float64 keeps the
-        # cancellation harmless: the residual is compared with scipy to 1e-9 in the tests)
-        squares = np.einsum("ij,ij->i", spectra, spectra)
-        rss = (
-            squares
-            - 2 * np.einsum("ij,ij->i", weights, projections)
-            + np.einsum("ij,jk,ik->i", weights, self.gram, weights)
-        )
-        return weights, np.clip(rss, 0.0, None)
+        # the residual itself, not ||y||^2 - 2 w.b + w.G w, whose cancellation float32 would not survive
+        residual = spectra - weights.astype(spectra.dtype) @ references
+        return weights, np.einsum("ij,ij->i", residual, residual).astype(float)
 
     def fit(self, spectra: np.ndarray) -> FitResult:
         """NNLS fit with fractions and their uncertainties.

@@ -170,23 +170,27 @@ class TileNormalizer:
             mu: raw spectra on the grid, shape (n_pixels, n_energy).
 
         Returns:
-            Normalized spectra (float64, (n_pixels, n_energy)), edge steps and their noise.
-            Where the step is not positive the spectrum is left unscaled (mu minus its pre-edge
-            line); mask those pixels.
+            Normalized spectra (n_pixels, n_energy), float32 for float32 mu (a stack's values;
+            half the memory traffic, and rounding far below counting noise), else float64;
+            edge steps and their noise, float64. Where the step is not positive the spectrum is
+            left unscaled (mu minus its pre-edge line); mask those pixels.
         """
+        dtype = np.float32 if np.asarray(mu).dtype == np.float32 else np.float64
         # a copy worked on in place; order "K" keeps the (energy, pixel) memory order of a tile
-        subtracted = np.array(mu, dtype=float, order="K")
+        subtracted = np.array(mu, dtype=dtype, order="K")
+        pre_design, pre_solve = self.pre_design.astype(dtype), self.pre_solve.astype(dtype)
         # (design @ coefficients^T)^T has the memory order of subtracted: a cache-friendly subtraction
-        subtracted -= (self.pre_design @ (subtracted[:, self.pre_points] @ self.pre_solve).T).T
+        subtracted -= (pre_design @ (subtracted[:, self.pre_points] @ pre_solve).T).T
         pre_residual = subtracted[:, self.pre_points]
         n_pre = pre_residual.shape[1]
-        noise = np.sqrt(np.einsum("ij,ij->i", pre_residual, pre_residual) / max(n_pre - 2, 1))
-        post_coefficients = subtracted[:, self.post_points] @ self.post_solve
-        edge_step = post_coefficients @ self.post_design[self.edge_index]
+        squares = np.einsum("ij,ij->i", pre_residual, pre_residual).astype(float)
+        noise = np.sqrt(squares / max(n_pre - 2, 1))
+        post_coefficients = subtracted[:, self.post_points] @ self.post_solve.astype(dtype)
+        edge_step = post_coefficients.astype(float) @ self.post_design[self.edge_index]
         scale = np.where(edge_step > 0, edge_step, 1.0)
         if self.normalization.flatten:
             # Larch's flat: above E0 the post-edge curve's shape is taken out, keeping its value at E0
-            curve = post_coefficients @ self.post_design[self.edge_index :].T
-            subtracted[:, self.edge_index :] -= curve - edge_step[:, None]
-        subtracted /= scale[:, None]
+            curve = post_coefficients @ self.post_design[self.edge_index :].T.astype(dtype)
+            subtracted[:, self.edge_index :] -= curve - edge_step[:, None].astype(dtype)
+        subtracted /= scale[:, None].astype(dtype)
         return NormalizedSpectra(subtracted, edge_step, noise * self.step_gain)
