@@ -423,7 +423,7 @@ def _named_references(values: list[str]) -> dict[str, str]:
 
 def _stack_energy(args: argparse.Namespace):
     if args.energy_file:
-        return args.energy_file
+        return Path(args.energy_file)
     return args.energy_dataset
 
 
@@ -659,7 +659,10 @@ def _add_image(commands) -> None:
     image.add_argument(
         "--energy-dataset", default="energy", help="HDF5 dataset / zarr array of energies (eV)"
     )
-    image.add_argument("--energy-file", help="text file of energies (eV), one per image (needed for TIFF)")
+    image.add_argument(
+        "--energy-file",
+        help="text file of energies (eV), one per image (needed for TIFF and bare zarr arrays)",
+    )
     image.add_argument("--e0", type=float, help="edge energy, eV (default: from the mean reference)")
     image.add_argument("--pre-edge", type=float, nargs=2, metavar=("PRE1", "PRE2"), help="eV relative to e0")
     image.add_argument(

@@ -77,6 +77,21 @@ def test_energies_recorded_high_to_low_are_reversed(fe, tmp_path):
         np.testing.assert_array_equal(opened.read_tile(Tile(slice(0, 6), slice(0, 6))), stack)
 
 
+def test_energies_from_a_text_file_and_a_bare_zarr_array(fe, tmp_path):
+    stack, truth = make_stack(fe, (6, 5))
+    energy_file = tmp_path / "energy.txt"
+    np.savetxt(energy_file, truth.energy)
+    zarr.create_array(tmp_path / "bare.zarr", data=stack)
+    h5 = tmp_path / "s.h5"
+    with h5py.File(h5, "w") as handle:
+        handle["stack"] = stack
+    for path in (tmp_path / "bare.zarr", h5):
+        with open_stack(path, energy=energy_file) as opened:
+            np.testing.assert_allclose(opened.energy, truth.energy)
+            np.testing.assert_array_equal(opened.read_tile(Tile(slice(0, 6), slice(0, 5))), stack)
+    _one_line_error(tmp_path / "bare.zarr", "holds no energies")
+
+
 def test_tiles_cover_the_image_once():
     covered = np.zeros((37, 20), int)
     for tile in tiles((37, 20), 16):

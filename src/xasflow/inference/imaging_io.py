@@ -153,7 +153,7 @@ def _read_energy_text(path: Path) -> np.ndarray:
     return table[:, 0]
 
 
-def _open_hdf5(path: Path, dataset: str, energy: str | Sequence[float]) -> EnergyStack:
+def _open_hdf5(path: Path, dataset: str, energy: str | Path | Sequence[float]) -> EnergyStack:
     import h5py
 
     try:
@@ -173,7 +173,7 @@ def _open_hdf5(path: Path, dataset: str, energy: str | Sequence[float]) -> Energ
                     path, f"no energy dataset '{energy}' in the file; it holds {_hdf5_names(handle)}"
                 )
             energy = handle[energy][()]
-        values, reverse = _checked_energy(path, energy, images.shape[0])
+        values, reverse = _checked_energy(path, _energy_values(energy), images.shape[0])
     except BaseException:
         handle.close()
         raise
@@ -206,8 +206,9 @@ def _open_tiff(path: Path, energy: str | Path | Sequence[float] | None) -> Energ
                 path, f"holds one image of shape {images.shape}; an energy stack needs one page per energy"
             )
         _checked_images(path, images)
-        if isinstance(energy, str | Path):
-            energy = _read_energy_text(Path(energy))
+        if isinstance(energy, str):
+            energy = Path(energy)
+        energy = _energy_values(energy)
         values, reverse = _checked_energy(path, energy, images.shape[0])
     except BaseException:
         handle.close()
@@ -215,28 +216,40 @@ def _open_tiff(path: Path, energy: str | Path | Sequence[float] | None) -> Energ
     return EnergyStack(path, values, images, reverse, handle.close)
 
 
-def _open_zarr(path: Path, dataset: str, energy: str | Sequence[float]) -> EnergyStack:
+def _open_zarr(path: Path, dataset: str, energy: str | Path | Sequence[float]) -> EnergyStack:
     import zarr
 
     try:
-        group = zarr.open_group(path, mode="r")
-    except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError) as error:
-        raise StackError(path, f"not a zarr group ({error})") from error
-    names = sorted(group.array_keys())
-    if dataset not in names:
-        raise StackError(
-            path, f"no array '{dataset}' in the zarr group; it holds {', '.join(names) or 'nothing'}"
-        )
-    images = group[dataset]
-    _checked_images(path, images)
-    if isinstance(energy, str):
-        if energy not in names:
+        node = zarr.open(path, mode="r")
+    except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError) as error:
+        raise StackError(path, f"not a zarr group or array ({error})") from error
+    if isinstance(node, zarr.Array):  # a bare array: the energies come as a list or a text file
+        if isinstance(energy, str):
             raise StackError(
-                path, f"no energy array '{energy}' in the zarr group; it holds {', '.join(names)}"
+                path, "is a zarr array, which holds no energies; give them as a list or a text file"
             )
-        energy = group[energy][...]
-    values, reverse = _checked_energy(path, energy, images.shape[0])
+        images = node
+    else:
+        names = sorted(node.array_keys())
+        if dataset not in names:
+            raise StackError(
+                path, f"no array '{dataset}' in the zarr group; it holds {', '.join(names) or 'nothing'}"
+            )
+        images = node[dataset]
+        if isinstance(energy, str):
+            if energy not in names:
+                raise StackError(
+                    path, f"no energy array '{energy}' in the zarr group; it holds {', '.join(names)}"
+                )
+            energy = node[energy][...]
+    _checked_images(path, images)
+    values, reverse = _checked_energy(path, _energy_values(energy), images.shape[0])
     return EnergyStack(path, values, images, reverse, lambda: None)
+
+
+def _energy_values(energy: Path | Sequence[float]) -> np.ndarray | Sequence[float]:
+    """Energies given as a text file (a ``Path``) or as values."""
+    return _read_energy_text(energy) if isinstance(energy, Path) else energy
 
 
 def stack_format(path: str | Path) -> str:
@@ -267,8 +280,10 @@ def open_stack(
     Args:
         path: an HDF5 file, a multi-page TIFF or a zarr group (format from the suffix).
         dataset: HDF5 dataset path or zarr array name of the images, axes (energy, y, x).
-        energy: HDF5 dataset path or zarr array name of the energies (eV); or the energies
-            themselves (a list, one per image); for TIFF a text file or a list.
+        energy: HDF5 dataset path or zarr array name (a ``str``) of the energies (eV); or a
+            text file (a ``Path``; for TIFF also a ``str``) of one energy per line; or the
+            energies themselves (one per image). ``path`` may also be a bare zarr array (energies
+            then as a file or a list).
 
     Raises:
         StackError: missing file or dataset, images that are not 3-D, an energy count that
