@@ -356,3 +356,16 @@ def test_image_command_refuses_bad_input_with_one_line(fe, shared_data, tmp_path
     )
     assert code == 2 and error == [expected]
     assert not (tmp_path / "o" / "maps.zarr").exists()
+
+
+def test_the_network_denoiser_is_looked_up_only_when_asked(fe, tmp_path):
+    import importlib.util
+
+    stack, truth = make_stack(fe, (8, 8))
+    path = write_stack(tmp_path / "s.zarr", truth.energy, stack)
+    if importlib.util.find_spec("xasflow.inference.denoise") is not None:
+        pytest.skip("xasflow.inference.denoise exists; its own tests cover the network denoiser")
+    with pytest.raises(UserError, match="needs xasflow.inference.denoise"):
+        map_file(path, fe, tmp_path / "network", ImagingParams(denoise="network"))
+    with pytest.raises(UserError, match="denoise 'wavelet' is not one of none, pca, network"):
+        ImagingParams(denoise="wavelet")
