@@ -408,6 +408,67 @@ def cmd_deconvolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_references(values: list[str]) -> dict[str, str]:
+    """NAME=FILE (or FILE, named by its stem) of each --reference."""
+    references: dict[str, str] = {}
+    for value in values:
+        name, separator, path = value.partition("=")
+        if not separator:
+            name, path = Path(value).stem, value
+        if not name or not path or name in references:
+            raise UserError(f"--reference '{value}': give NAME=FILE with a name used once (e.g. FeO=feo.xdi)")
+        references[name] = path
+    return references
+
+
+def _stack_energy(args: argparse.Namespace):
+    if args.energy_file:
+        return Path(args.energy_file)
+    return args.energy_dataset
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from xasflow.inference.imaging import ImagingParams
+    from xasflow.inference.imaging_fit import PcaRule
+    from xasflow.inference.imaging_run import run_imaging
+
+    components = args.pca_components
+    params = ImagingParams(
+        tile_size=args.tile,
+        min_edge_step=args.min_edge_step,
+        denoise=args.denoise,
+        pca=PcaRule(int(components) if components.isdigit() else components),
+        workers=args.workers,
+        enrichment_threshold=args.threshold,
+    )
+    options = {"flatten": args.flatten}
+    if args.pre_edge:
+        options["pre_edge_range"] = tuple(args.pre_edge)
+    if args.norm_range:
+        options["norm_range"] = tuple(args.norm_range)
+    summary = run_imaging(
+        args.stack,
+        _named_references(args.reference),
+        args.out_dir,
+        params,
+        dataset=args.dataset,
+        energy=_stack_energy(args),
+        e0=args.e0,
+        normalization_options=options,
+        region_labels=args.regions,
+    )
+    for region in summary["regions"]:
+        shares = ", ".join(
+            f"{name} {values['mean_fraction']:.2f} "
+            f"(P>{args.threshold:g}: {values['enrichment_probability']:.2f})"
+            for name, values in region.items()
+            if isinstance(values, dict)
+        )
+        print(f"region {region['label']} ({region['n_pixels']} px): {shares}")
+    print(f"maps: {summary['maps']}")
+    return 0
+
+
 def _system(config: dict, system: str):
     from xasflow.study import system_spec
 
@@ -579,7 +640,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(handler=cmd_predict)
     _add_deconvolve(commands)
+    _add_image(commands)
     return parser
+
+
+def _add_image(commands) -> None:
+    image = commands.add_parser(
+        "image",
+        help="2D XANES imaging: maps of reference fractions (with uncertainties), edge energy and "
+        "per-region composition from an energy stack",
+    )
+    image.add_argument("stack", help="energy stack: HDF5 (.h5), multi-page TIFF (.tif) or zarr group (.zarr)")
+    image.add_argument(
+        "--reference", required=True, action="append", help="NAME=FILE reference spectrum (repeatable)"
+    )
+    image.add_argument("--out-dir", required=True, help="folder for maps.zarr, regions.csv, figures/")
+    image.add_argument("--dataset", default="stack", help="HDF5 dataset / zarr array of the images (stack)")
+    image.add_argument(
+        "--energy-dataset", default="energy", help="HDF5 dataset / zarr array of energies (eV)"
+    )
+    image.add_argument(
+        "--energy-file",
+        help="text file of energies (eV), one per image (needed for TIFF and bare zarr arrays)",
+    )
+    image.add_argument("--e0", type=float, help="edge energy, eV (default: from the mean reference)")
+    image.add_argument("--pre-edge", type=float, nargs=2, metavar=("PRE1", "PRE2"), help="eV relative to e0")
+    image.add_argument(
+        "--norm-range", type=float, nargs=2, metavar=("NORM1", "NORM2"), help="eV relative to e0"
+    )
+    image.add_argument("--flatten", action="store_true", help="flatten the post-edge (Larch flat)")
+    image.add_argument("--min-edge-step", type=float, default=0.05, help="mask pixels below this step (0.05)")
+    image.add_argument("--denoise", choices=("none", "pca", "network"), default="none")
+    image.add_argument(
+        "--pca-components", default="references", help="'references' (k+1), 'mle' or a number (references)"
+    )
+    image.add_argument("--tile", type=int, default=256, help="tile edge in pixels (256)")
+    image.add_argument("--workers", type=int, default=1, help="tiles processed at once (1)")
+    image.add_argument("--regions", help="region labels (.npy or TIFF); default: connected mapped areas")
+    image.add_argument(
+        "--threshold", type=float, default=0.5, help="enrichment threshold of a fraction (0.5)"
+    )
+    image.set_defaults(handler=cmd_image)
 
 
 def _add_deconvolve(commands) -> None:
