@@ -15,6 +15,7 @@ include: "rules/spectra.smk"
 include: "rules/dataset.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
+include: "rules/imaging.smk"
 
 
 rule all:

@@ -296,5 +296,49 @@ def get_final_outputs():
     if REFERENCES:
         outputs.append(f"{RESULTS}/fidelity/fidelity.csv")
     outputs += [f"{RESULTS}/deconvolution/{bulk}/summary.json" for bulk in deconvolution_bulks()]
+    outputs += imaging_outputs()  # rules/imaging.smk
     return outputs
 
+
+# --- imaging (rules/imaging.smk) ---
+
+
+def imaging_section():
+    return config.get("imaging") or {}
+
+
+def imaging_config_json(wildcards):
+    return _json({"imaging": imaging_section()})
+
+
+def imaging_reference_files(wildcards=None):
+    """The reference spectrum files (an Athena group 'x.prj:LABEL' depends on x.prj)."""
+    return [path.split(".prj:")[0] + ".prj" if ".prj:" in path else path for path in imaging_section()["references"].values()]
+
+
+def imaging_stack_input(wildcards):
+    entry = imaging_section()["stacks"][wildcards.stack]
+    return [entry["path"], *([entry["energy_file"]] if "energy_file" in entry else [])]
+
+
+def imaging_stack_arguments(wildcards):
+    """xasflow image's arguments for one stack: where its data are, the references, settings."""
+    section = imaging_section()
+    entry = section["stacks"][wildcards.stack]
+    words = [entry["path"], "--dataset", entry.get("dataset", "stack")]
+    words += ["--energy-file", entry["energy_file"]] if "energy_file" in entry else ["--energy-dataset", entry.get("energy_dataset", "energy")]
+    for name, path in section["references"].items():
+        words += ["--reference", f"{name}={path}"]
+    words += ["--denoise", section["denoise"], "--tile", str(section["tile"])]
+    words += ["--min-edge-step", str(section["min_edge_step"]), "--threshold", str(section["threshold"])]
+    return words
+
+
+def imaging_outputs():
+    section = imaging_section()
+    if not section:
+        return []
+    outputs = [f"{RESULTS}/imaging/stacks/{name}/imaging.json" for name in section.get("stacks", {})]
+    if "validation" in section:
+        outputs.append(f"{RESULTS}/imaging/validation/validation.json")
+    return outputs

@@ -641,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=cmd_predict)
     _add_deconvolve(commands)
     _add_image(commands)
+    _add_image_validate(commands)
     return parser
 
 
@@ -681,6 +682,50 @@ def _add_image(commands) -> None:
         "--threshold", type=float, default=0.5, help="enrichment threshold of a fraction (0.5)"
     )
     image.set_defaults(handler=cmd_image)
+
+
+def cmd_image_validate(args: argparse.Namespace) -> int:
+    from xasflow.inference.imaging import ImagingParams
+    from xasflow.inference.imaging_validation import markdown, validate_imaging
+
+    section = _config(args).get("imaging")
+    if not section or "validation" not in section:
+        raise ConfigError("the config has no imaging.validation section")
+    validation = section["validation"]
+    first, last, step = validation["energy"]
+    if not (last > first and step > 0):
+        raise ConfigError(
+            f"imaging.validation.energy {validation['energy']} is not [first, last > first, step > 0]"
+        )
+    params = ImagingParams(
+        tile_size=section["tile"],
+        min_edge_step=section["min_edge_step"],
+        enrichment_threshold=section["threshold"],
+        denoise_config=section["network"],
+    )
+    summary = validate_imaging(
+        section["references"],
+        [first + step * index for index in range(int(round((last - first) / step)) + 1)],
+        args.out_dir,
+        params,
+        validation["size"],
+        validation["doses"],
+        validation["seeds"],
+        validation["methods"],
+    )
+    print(markdown(summary), end="")
+    return 0
+
+
+def _add_image_validate(commands) -> None:
+    validate = commands.add_parser(
+        "image-validate",
+        help="fraction-map error of the imaging maps on synthetic stacks of the config's imaging "
+        "references, per dose and denoising method",
+    )
+    _add_config(validate)
+    validate.add_argument("--out-dir", required=True, help="folder for validation.csv/.json/.md/.png")
+    validate.set_defaults(handler=cmd_image_validate)
 
 
 def _add_deconvolve(commands) -> None:
