@@ -86,10 +86,11 @@ def main():
     parser.add_argument("--doses", type=float, nargs="+", default=[10, 30, 100, 1000, 10000])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=DenoiseSettings.epochs)
+    parser.add_argument("--learning-rate", type=float, default=DenoiseSettings.learning_rate)
     args = parser.parse_args()
     torch.set_num_threads(1)
     references = fe_references()
-    columns = ("dose", "raw", "pca", "den+nnls", "den", "net", "den/raw", "seconds")
+    columns = ("dose", "raw", "pca", "den+nnls", "den", "net", "den/raw", "wall s", "cpu s")
     print(" ".join(f"{name:>8}" for name in columns))
     for dose in args.doses:
         counts, truth, _ = synthetic_stack(references, ENERGY, args.size, dose, args.seed)
@@ -98,15 +99,23 @@ def main():
         n_components = references.shape[0] + 2
         pca = nnls_fractions(_pca(mu, n_components), references, ENERGY)
         settings = DenoiseSettings(
-            input="counts", counts_per_unit=float(dose), epochs=args.epochs, seed=args.seed
+            input="counts",
+            counts_per_unit=float(dose),
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
         )
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = denoise_stack(counts, ENERGY, references, settings, image_shape=(args.size, args.size))
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         denoised = nnls_fractions(result.denoised / dose, references, ENERGY)
         row = [rmse(raw, truth), rmse(pca, truth), rmse(denoised, truth), rmse(result.fractions, truth)]
         row.append(rmse(result.network_fractions, truth))
-        print(f"{dose:8g} " + " ".join(f"{v:8.4f}" for v in row) + f" {row[3] / row[0]:8.3f} {seconds:8.1f}")
+        print(
+            f"{dose:8g} "
+            + " ".join(f"{v:8.4f}" for v in row)
+            + f" {row[3] / row[0]:8.3f} {seconds:8.1f} {cpu_seconds:8.1f}"
+        )
 
 
 def _pca(mu, n_components):

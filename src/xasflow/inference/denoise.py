@@ -123,7 +123,7 @@ class DenoiseSettings:
     epochs: int = 30
     batch_size: int = 4
     patch_size: int = 48
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     posterior: bool = True
     seed: int = 0
 
