@@ -86,6 +86,9 @@ def main():
     parser.add_argument("--doses", type=float, nargs="+", default=[10, 30, 100, 1000, 10000])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=DenoiseSettings.epochs)
+    parser.add_argument(
+        "--input", choices=("counts", "mu"), default="counts", help="what the denoiser is given"
+    )
     parser.add_argument("--learning-rate", type=float, default=DenoiseSettings.learning_rate)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -99,16 +102,19 @@ def main():
         n_components = references.shape[0] + 2
         pca = nnls_fractions(_pca(mu, n_components), references, ENERGY)
         settings = DenoiseSettings(
-            input="counts",
-            counts_per_unit=float(dose),
+            input=args.input,
+            counts_per_unit=float(dose) if args.input == "counts" else None,
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             seed=args.seed,
         )
         start, start_cpu = time.perf_counter(), time.process_time()
-        result = denoise_stack(counts, ENERGY, references, settings, image_shape=(args.size, args.size))
+        given = counts if args.input == "counts" else mu
+        result = denoise_stack(given, ENERGY, references, settings, image_shape=(args.size, args.size))
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-        denoised = nnls_fractions(result.denoised / dose, references, ENERGY)
+        denoised = nnls_fractions(
+            result.denoised / (dose if args.input == "counts" else 1.0), references, ENERGY
+        )
         row = [rmse(raw, truth), rmse(pca, truth), rmse(denoised, truth), rmse(result.fractions, truth)]
         row.append(rmse(result.network_fractions, truth))
         print(
