@@ -505,16 +505,20 @@ def _new_network(mu, references, energy, settings, spatial) -> DenoiseNetwork:
 
 
 def _box_mean(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a size x size box around every pixel (edges replicated), same shape."""
-    half = size // 2
-    padded = functional.pad(image, (half, half, half, half), mode="replicate")
-    return functional.avg_pool2d(padded, size, stride=1)
+    """Mean over the pixels of a size x size box around every pixel that lie inside the image."""
+    return functional.avg_pool2d(image, size, stride=1, padding=size // 2, count_include_pad=False)
 
 
 def _neighbour_mean(image: torch.Tensor) -> torch.Tensor:
-    """Mean of the 8 neighbours of every pixel (edges replicated): what a hidden pixel shows."""
-    padded = functional.pad(image, (1, 1, 1, 1), mode="replicate")
-    return (functional.avg_pool2d(padded, 3, stride=1) * 9.0 - image) / 8.0
+    """Mean of the (up to 8) neighbours of every pixel inside the image: what a hidden pixel shows.
+
+    Padding by replication would put copies of an edge pixel among its own neighbours and leak
+    its noise through the blind spot; zero padding with a count of the real neighbours does not.
+    """
+    sums = functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=True) * 9.0 - image
+    ones = torch.ones_like(image[:, :1])
+    counts = functional.avg_pool2d(ones, 3, stride=1, padding=1, count_include_pad=True) * 9.0 - 1.0
+    return sums / counts
 
 
 def _grid_mask(height: int, width: int, spacing: int, phase: tuple[int, int]) -> torch.Tensor:
