@@ -144,6 +144,24 @@ def test_checkpoint_applies_as_saved_and_fine_tunes_reproducibly(references, tmp
     assert not np.array_equal(tuned[0].denoised, untuned.denoised)  # fine-tuning changed the network
 
 
+def test_the_network_never_sees_the_pixel_it_predicts(references, tmp_path):
+    """Blind spot: changing one pixel's counts (a corner, an edge, an inner pixel) leaves the
+    network's prediction for that pixel unchanged, and changes it for its neighbours."""
+    counts, _, _ = _stack(references, dose=30, seed=6, size=12)
+    settings = _counts_settings(30, epochs=2)
+    path = denoise_stack(counts, ENERGY, references, settings, image_shape=(12, 12)).save_checkpoint(
+        tmp_path / "blind.pt"
+    )
+    apply = dataclasses.replace(settings, epochs=0)
+    before = denoise_stack(counts, ENERGY, references, apply, path, (12, 12)).network_fractions
+    for pixel in (0, 5, 12 * 6 + 7):
+        changed = counts.copy()
+        changed[pixel] = 3 * changed[pixel] + 40
+        after = denoise_stack(changed, ENERGY, references, apply, path, (12, 12)).network_fractions
+        np.testing.assert_allclose(after[pixel], before[pixel], rtol=1e-5, atol=1e-6)
+        assert np.abs(after - before).max() > 1e-3  # the change is seen elsewhere
+
+
 def _refusal(call) -> str:
     with pytest.raises(UserError) as raised:
         call()
