@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,11 @@ from xasflow.spectrum import Spectrum
 
 logger = logging.getLogger(__name__)
 
-#: A denoiser maps the spectra of a tile's mapped pixels, shape (n_pixels, n_energy), given the
-#: energies (eV, (n_energy,)) and the normalized references (k, n_energy), to spectra of the same
-#: shape. The spectra are raw absorbance or normalized, as ``ImagingParams.denoise_input`` says.
-Denoiser = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: A denoiser maps the spectra of all pixels of a tile, shape (n_pixels, n_energy) in row-major
+#: image order, given the energies (eV, (n_energy,)), the normalized references (k, n_energy) and
+#: the tile's (ny, nx), to spectra of the same shape. The spectra are raw absorbance or normalized,
+#: as ``ImagingParams.denoise_input`` says; only the mapped pixels of the result are fitted.
+Denoiser = Callable[[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]], np.ndarray]
 
 DENOISE_METHODS = ("none", "pca", "network")
 MAPS_NAME = "maps.zarr"
@@ -165,16 +166,54 @@ def prepare_references(
     return normalized, normalization
 
 
-def network_denoiser(config: Mapping) -> Denoiser:
-    """The self-supervised denoiser of ``xasflow.inference.denoise`` (imported only when used)."""
-    try:
-        module = importlib.import_module("xasflow.inference.denoise")
-    except ModuleNotFoundError as error:
-        raise UserError(
-            "denoise 'network' needs xasflow.inference.denoise, which this installation lacks; "
-            "use 'pca' or 'none'"
-        ) from error
-    return lambda spectra, energy, references: module.denoise_stack(spectra, energy, references, config)
+class NetworkDenoiser:
+    """The self-supervised denoiser of ``xasflow.inference.denoise`` (imported only when used),
+    trained once on the stack's fullest tile (the most mapped pixels) and then applied, as
+    trained, to every tile: one training per stack, not per tile. The trained network is saved to
+    ``checkpoint`` (a later stack can start from it: ``checkpoint`` in the settings)."""
+
+    __name__ = "network"
+
+    def __init__(self, config: Mapping, checkpoint: Path):
+        try:
+            self.module = importlib.import_module("xasflow.inference.denoise")
+        except ModuleNotFoundError as error:
+            raise UserError(
+                "denoise 'network' needs xasflow.inference.denoise, which this installation lacks; "
+                "use 'pca' or 'none'"
+            ) from error
+        settings = dict(config)
+        self.start = settings.pop("checkpoint", None)
+        self.settings = self.module.DenoiseSettings.from_mapping(settings)
+        self.checkpoint = checkpoint
+        self.loss_history: list[float] = []
+
+    def train(self, spectra: np.ndarray, energy: np.ndarray, references: np.ndarray, shape) -> None:
+        result = self.module.denoise_stack(spectra, energy, references, self.settings, self.start, shape)
+        result.save_checkpoint(self.checkpoint)
+        self.loss_history = [float(value) for value in result.loss_history]
+
+    def __call__(self, spectra: np.ndarray, energy: np.ndarray, references: np.ndarray, shape) -> np.ndarray:
+        applied = replace(self.settings, epochs=0)
+        return self.module.denoise_stack(
+            spectra, energy, references, applied, self.checkpoint, shape
+        ).denoised
+
+
+def fit_network_denoiser(mapper: _TileMapper, params: ImagingParams, out_dir: Path) -> NetworkDenoiser:
+    """Train the network denoiser on the tile with the most mapped pixels (reads every tile's
+    mask once)."""
+    denoiser = NetworkDenoiser(params.denoise_config, Path(out_dir) / "denoiser.pt")
+    best, best_count = None, -1
+    for tile in tiles(mapper.stack.image_shape, params.tile_size):
+        count = int(mapper.read(tile)[2].sum())
+        if count > best_count:
+            best, best_count = tile, count
+    block, normalized, _ = mapper.read(best)
+    spectra = block.reshape(block.shape[0], -1).T if params.denoise_input == "raw" else normalized.norm
+    denoiser.train(np.asarray(spectra, dtype=float), mapper.stack.energy, mapper.fit.references, best.shape)
+    logger.info("network denoiser trained on a tile of %d mapped pixels: %s", best_count, denoiser.checkpoint)
+    return denoiser
 
 
 class _TileMapper:
@@ -209,10 +248,12 @@ class _TileMapper:
         if denoiser is not None and mask.any():
             energy, references = self.stack.energy, self.fit.references
             if self.params.denoise_input == "raw":
-                raw = block.reshape(block.shape[0], -1).T[mask]
-                spectra = self.normalizer(np.asarray(denoiser(raw, energy, references), dtype=float)).norm
+                raw = block.reshape(block.shape[0], -1).T
+                denoised = np.asarray(denoiser(raw, energy, references, tile.shape), dtype=float)[mask]
+                spectra = self.normalizer(denoised).norm
             else:
-                spectra = np.asarray(denoiser(spectra, energy, references), dtype=float)
+                denoised = denoiser(normalized.norm, energy, references, tile.shape)
+                spectra = np.asarray(denoised, dtype=float)[mask]
         result = self.fit.fit(spectra)
         edge_energy = half_step_energy(
             self.stack.energy, spectra, self.normalizer.pre_points.stop, self.normalizer.post_points.start + 1
@@ -332,7 +373,7 @@ def map_stack(
     if denoiser is None and params.denoise == "pca":
         denoiser = fit_pca_denoiser(mapper, params)
     elif denoiser is None and params.denoise == "network":
-        denoiser = network_denoiser(params.denoise_config)
+        denoiser = fit_network_denoiser(mapper, params, Path(out_dir))
     attributes = {
         "xasflow_version": __version__,
         "versions": _library_versions(),

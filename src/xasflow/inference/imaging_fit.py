@@ -264,7 +264,10 @@ class PcaDenoiser:
             len(sample),
         )
 
-    def __call__(self, spectra: np.ndarray, energy: np.ndarray, references: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, spectra: np.ndarray, energy: np.ndarray, references: np.ndarray, image_shape=None
+    ) -> np.ndarray:
+        """Project every spectrum on the components (pixel by pixel: ``image_shape`` unused)."""
         if len(spectra) == 0:
             return spectra
         return self.pca.inverse_transform(self.pca.transform(spectra))
