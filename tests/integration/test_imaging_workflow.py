@@ -33,11 +33,12 @@ def test_a_stack_is_mapped_and_the_maps_validated_through_the_workflow(tmp_path,
             "stacks": {"cathode": {"path": str(tmp_path / "stack.h5")}},
             "denoise": "pca",
             "tile": 16,
+            "network": {"epochs": 5},
             "validation": {
                 "energy": [7050, 7248, 2],
                 "size": 16,
                 "doses": [100, 100000],
-                "methods": ["none", "pca"],
+                "methods": ["none", "pca", "network"],
             },
         },
     }
@@ -64,5 +65,6 @@ def test_a_stack_is_mapped_and_the_maps_validated_through_the_workflow(tmp_path,
     rmse = validation["rmse"]
     assert rmse["none"]["100"] > 3 * rmse["none"]["100000"]
     assert rmse["pca"]["100"] < rmse["none"]["100"]
+    assert np.isfinite(list(rmse["network"].values())).all()  # 5 epochs on 16 x 16 px: it runs; no bar
     assert (results / "validation" / "validation.png").stat().st_size > 1000
     assert "| 1e+02 |" in (results / "validation" / "validation.md").read_text()
