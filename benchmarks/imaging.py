@@ -3,8 +3,9 @@
 1. writes a (n_energy, size, size) float32 stack of Fe reference mixtures with Poisson noise
    (zarr or HDF5, chunks of all energies x tile x tile), tile by tile;
 2. times reading every tile (nothing else), in a fresh process;
-3. times the maps (normalization + NNLS fractions and uncertainties + edge energy, no
-   denoiser, written to zarr), in a fresh process;
+3. times the maps (normalization + NNLS fractions and uncertainties + edge energy, written to
+   zarr; with ``--denoise pca`` or ``network`` the denoiser's fit and application included), in
+   a fresh process;
 
 and prints spectra/s, map-time / read-time (goal <= 1.5) and the peak RSS of each phase
 (``resource.getrusage``; goal < 4 GB). Both phases run on ``--workers`` threads with BLAS
@@ -83,7 +84,12 @@ def maps(args) -> dict:
 
     with open_stack(args.stack) as stack:
         references, names, normalization = fe_references(DATA, stack.energy)
-        params = ImagingParams(tile_size=args.tile, workers=args.workers)
+        params = ImagingParams(
+            tile_size=args.tile,
+            workers=args.workers,
+            denoise=args.denoise,
+            denoise_config={"epochs": args.epochs},
+        )
         start = time.perf_counter()
         map_stack(stack, references, names, normalization, args.out, params)
     return {"seconds": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb()}
@@ -126,6 +132,7 @@ def phase(args, name: str) -> dict:
     command = [sys.executable, __file__, "--phase", name, "--stack", str(args.stack), "--out", str(args.out)]
     command += ["--size", str(args.size), "--energies", str(args.energies), "--tile", str(args.tile)]
     command += ["--workers", str(args.workers), "--dose", str(args.dose)]
+    command += ["--denoise", args.denoise, "--epochs", str(args.epochs)]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -139,6 +146,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="threads (2)")
     parser.add_argument("--dose", type=float, default=1e4, help="photons per pixel per energy (1e4)")
     parser.add_argument("--format", choices=("zarr", "h5"), default="zarr")
+    parser.add_argument(
+        "--denoise", choices=("none", "pca", "network"), default="none", help="denoiser in the maps (none)"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="network denoiser epochs (30)")
     parser.add_argument("--dir", help="working folder (default: a temporary folder, removed)")
     parser.add_argument("--accuracy", action="store_true", help="print the RMSE-per-dose table instead")
     parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e5, 1e4, 1e3, 1e2])
@@ -178,7 +189,8 @@ def main() -> None:
         ratio = map_result["seconds"] / read_result["seconds"]
         print(
             f"map-time / read-time = {ratio:.2f} (goal <= 1.5); peak RSS of the map phase "
-            f"{map_result['peak_rss_gb']:.2f} GB (goal < 4 GB); {args.workers} threads, tile {args.tile}"
+            f"{map_result['peak_rss_gb']:.2f} GB (goal < 4 GB); {args.workers} threads, tile {args.tile}, "
+            f"denoise {args.denoise}"
         )
     finally:
         if not args.dir:
