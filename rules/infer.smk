@@ -32,18 +32,21 @@ rule predict:
             f"{RESULTS}/inference/predictions.csv",
             caption="../workflow/report/predictions_table.rst",
             category="Predictions",
+            subcategory="all spectra and models",
             labels={"figure": "predictions (table)"},
         ),
         figure=report(
             f"{RESULTS}/inference/predictions.png",
             caption="../workflow/report/predictions.rst",
             category="Predictions",
+            subcategory="all spectra and models",
             labels={"figure": "predictions with 90 % intervals"},
         ),
         rdf=report(
             f"{RESULTS}/inference/predictions_rdf.csv",
             caption="../workflow/report/predictions_rdf.rst",
             category="Predictions",
+            subcategory="all spectra and models",
             labels={"figure": "predicted g(r) (table)"},
         ),
     log:

@@ -36,13 +36,14 @@ def plot_predictions(predictions_csv: str | Path, path: str | Path) -> None:
         targets = number_targets(list(reader.fieldnames or []))
     spectra = list(dict.fromkeys(row["spectrum"] for row in rows))
     models = list(dict.fromkeys(row["model"] for row in rows))
-    height = 1.2 + 0.35 * max(len(spectra), 1) * max(len(models), 1) ** 0.5
+    height = 1.8 + 0.35 * max(len(spectra), 1) * max(len(models), 1) ** 0.5
     figure = Figure(figsize=(5.0 * max(len(targets), 1), height), layout="constrained")
     FigureCanvasAgg(figure)
     if not targets or not rows:
         figure.add_subplot().set_title("no number predictions")
     for panel, target in enumerate(targets):
         axes = figure.add_subplot(1, len(targets), panel + 1)
+        unbounded = False  # an interval with an infinite end (e.g. an ensemble of one) is not drawn
         for model_index, model in enumerate(models):
             offset = (model_index - (len(models) - 1) / 2) * 0.6 / max(len(models), 1)
             for row in (row for row in rows if row["model"] == model):
@@ -52,6 +53,7 @@ def plot_predictions(predictions_csv: str | Path, path: str | Path) -> None:
                 high = _float(row.get(f"{target}_high_{FIGURE_LEVEL}"))
                 outside = row["out_of_distribution"] == "true"
                 error = [[value - low], [high - value]] if math.isfinite(low + high) else None
+                unbounded |= math.isinf(low) or math.isinf(high)
                 axes.errorbar(
                     value,
                     position,
@@ -70,7 +72,15 @@ def plot_predictions(predictions_csv: str | Path, path: str | Path) -> None:
         axes.invert_yaxis()
         axes.set_xlabel(f"predicted {target} ({FIGURE_LEVEL} % interval)")
         axes.grid(axis="x", alpha=0.3)
+        if unbounded:
+            axes.set_title("intervals without finite bounds not drawn", fontsize=8)
         if panel == 0:
-            axes.legend(title="model (hollow: out of distribution; x: truth)", fontsize=7, title_fontsize=7)
+            figure.legend(
+                title="model (hollow: out of distribution; x: truth)",
+                loc="outside lower center",
+                ncols=max(len(models), 1),
+                fontsize=8,
+                title_fontsize=8,
+            )
     with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=120, format="png")
