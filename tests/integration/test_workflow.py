@@ -355,8 +355,9 @@ def test_wrong_type_fails_naming_the_key(tmp_path, run_snakemake):
 CHROMIUM = next(
     (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
 )
-# Opens Models > cnn > parity in the report's own menu, then names the shown image's decoded
-# size in the title (0x0 if the browser could not decode it); "missing ..." if a step failed.
+# Opens Models > cnn > parity in the report's own menu, then writes the decoded size of the PNG
+# shown (the logo is an SVG) into the title: 0x0 if the browser could not decode it, "missing ..."
+# if a step found nothing to click.
 OPEN_PARITY = """<script>
 function clickText(text) {
   const link = [...document.querySelectorAll('a')].find(a => a.textContent.trim() === text);
@@ -371,7 +372,7 @@ setTimeout(() => clickText('Models'), 500);
 setTimeout(() => clickText('cnn'), 1000);
 setTimeout(() => clickRow('parity'), 1500);
 setTimeout(() => {
-  const image = document.querySelector('img');
+  const image = [...document.querySelectorAll('img')].find(i => i.src.startsWith('data:image/png'));
   if (!document.title.startsWith('missing')) {
     document.title = image ? 'shown ' + image.naturalWidth + 'x' + image.naturalHeight : 'missing image';
   }
