@@ -7,13 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 CONFIG ?= config.yaml
+REPORT ?= results/report.html
 STAMP := $(VENV)/.xasflow-installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 # FEFF10, LAMMPS and torch each run one process per Snakemake job: keep them single-threaded
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test lint clean venv
+.PHONY: run test lint report clean venv
 
 venv: $(STAMP)
 
@@ -27,6 +28,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+# one self-contained HTML page of a finished run's figures and tables (see README, "The report")
+report: $(STAMP)
+	$(BIN)/snakemake --configfile $(CONFIG) --report $(REPORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra

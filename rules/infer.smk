@@ -28,8 +28,27 @@ rule predict:
         spectra=get_inference_spectra(),
         truths=get_truths(),
     output:
-        predictions=f"{RESULTS}/inference/predictions.csv",
-        rdf=f"{RESULTS}/inference/predictions_rdf.csv",
+        predictions=report(
+            f"{RESULTS}/inference/predictions.csv",
+            caption="../workflow/report/predictions_table.rst",
+            category="Predictions",
+            subcategory="all spectra and models",
+            labels={"figure": "predictions (table)"},
+        ),
+        figure=report(
+            f"{RESULTS}/inference/predictions.png",
+            caption="../workflow/report/predictions.rst",
+            category="Predictions",
+            subcategory="all spectra and models",
+            labels={"figure": "predictions with 90 % intervals"},
+        ),
+        rdf=report(
+            f"{RESULTS}/inference/predictions_rdf.csv",
+            caption="../workflow/report/predictions_rdf.rst",
+            category="Predictions",
+            subcategory="all spectra and models",
+            labels={"figure": "predicted g(r) (table)"},
+        ),
     log:
         f"{RESULTS}/logs/predict.log",
     params:
@@ -44,7 +63,7 @@ rule predict:
         "../envs/xasflow.yaml"
     shell:
         "xasflow predict {params.spectra:q} {params.checkpoints:q} {params.truths:q} "
-        "--out {output.predictions:q} --rdf-out {output.rdf:q} > {log:q} 2>&1"
+        "--out {output.predictions:q} --rdf-out {output.rdf:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 # Only with a `deconvolution` section in the config: the surface spectra of simulated particles
@@ -62,7 +81,14 @@ rule deconvolve:
         markdown=f"{RESULTS}/deconvolution/{{system}}/summary.md",
         predictions=f"{RESULTS}/deconvolution/{{system}}/predictions.csv",
         spectra=f"{RESULTS}/deconvolution/{{system}}/spectra.csv",
-        plots=directory(f"{RESULTS}/deconvolution/{{system}}/plots"),
+        plots=report(
+            directory(f"{RESULTS}/deconvolution/{{system}}/plots"),
+            patterns=["{particle}.png"],
+            caption="../workflow/report/deconvolution.rst",
+            category="Deconvolution",
+            subcategory="bulk {system}",
+            labels={"bulk": "{system}", "particle": "{particle}"},
+        ),
     log:
         f"{RESULTS}/logs/deconvolution/{{system}}.log",
     params:

@@ -28,9 +28,26 @@ rule fidelity:
     input:
         references=get_reference_files(),
     output:
-        table=f"{RESULTS}/fidelity/fidelity.csv",
+        table=report(
+            f"{RESULTS}/fidelity/fidelity.csv",
+            caption="../workflow/report/fidelity.rst",
+            category="Fidelity",
+            subcategory="all references",
+            labels={"reference": "all", "figure": "agreement table"},
+        ),
         record=f"{RESULTS}/fidelity/fidelity.json",
         calibration=get_calibration(),
+        # one overlay.png per reference (measured, simulated, calibrated), each its own report entry
+        overlays=[
+            report(
+                f"{RESULTS}/fidelity/{name}/overlay.png",
+                caption="../workflow/report/overlay.rst",
+                category="Fidelity",
+                subcategory=name,
+                labels={"reference": name, "figure": "measured, simulated, calibrated"},
+            )
+            for name in sorted(REFERENCES)
+        ],
     log:
         f"{RESULTS}/logs/fidelity.log",
     params:

@@ -5,12 +5,34 @@ rule train:
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/model.ckpt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.json",
-        parity=report(f"{RESULTS}/models/{{model}}/parity.png", caption="../workflow/report/parity.rst", category="Models"),
-        loss=report(f"{RESULTS}/models/{{model}}/loss.png", caption="../workflow/report/loss.rst", category="Models"),
-        reliability=report(
-            f"{RESULTS}/models/{{model}}/reliability.png", caption="../workflow/report/reliability.rst", category="Models"
+        parity=report(
+            f"{RESULTS}/models/{{model}}/parity.png",
+            caption="../workflow/report/parity.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "parity (test systems)"},
         ),
-        comparison=f"{RESULTS}/models/{{model}}/comparison.csv",
+        loss=report(
+            f"{RESULTS}/models/{{model}}/loss.png",
+            caption="../workflow/report/loss.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "loss per epoch"},
+        ),
+        reliability=report(
+            f"{RESULTS}/models/{{model}}/reliability.png",
+            caption="../workflow/report/reliability.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "interval coverage (test systems)"},
+        ),
+        comparison=report(
+            f"{RESULTS}/models/{{model}}/comparison.csv",
+            caption="../workflow/report/comparison.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "network against baselines (table)"},
+        ),
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
     params:
@@ -41,7 +63,11 @@ rule crossval:
         table=f"{RESULTS}/crossval/{{model}}/crossval.csv",
         markdown=f"{RESULTS}/crossval/{{model}}/crossval.md",
         reliability=report(
-            f"{RESULTS}/crossval/{{model}}/reliability.png", caption="../workflow/report/crossval.rst", category="Models"
+            f"{RESULTS}/crossval/{{model}}/reliability.png",
+            caption="../workflow/report/crossval.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "interval coverage (leave one system out)"},
         ),
     log:
         f"{RESULTS}/logs/crossval/{{model}}.log",

@@ -295,6 +295,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predict_files(
         args.checkpoint, args.spectra, args.out, truth_paths=args.truth or [], rdf_path=args.rdf_out
     )
+    if args.figure:
+        from xasflow.inference.figures import plot_predictions
+
+        plot_predictions(args.out, args.figure)
     return 0
 
 
@@ -637,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--rdf-out", help="CSV of predicted (and true) g(r) (default: <out stem>_rdf.csv)")
     predict.add_argument(
         "--truth", action="append", help="truth JSON of a pseudo-experiment (adds true values)"
+    )
+    predict.add_argument(
+        "--figure",
+        help="PNG of the predictions: per number target, every spectrum and model with its 90 %% interval",
     )
     predict.set_defaults(handler=cmd_predict)
     _add_deconvolve(commands)

@@ -348,3 +348,126 @@ def test_wrong_type_fails_naming_the_key(tmp_path, run_snakemake):
     assert result.returncode != 0
     assert "spectra.batch_size" in result.stderr and "integer" in result.stderr
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+# The report: `snakemake --report` on the finished tiny run, one self-contained HTML page.
+
+CHROMIUM = next(
+    (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
+)
+# Opens Models > cnn > parity in the report's own menu, then writes the decoded size of the PNG
+# shown (the logo is an SVG) into the title: 0x0 if the browser could not decode it, "missing ..."
+# if a step found nothing to click.
+OPEN_PARITY = """<script>
+function clickText(text) {
+  const link = [...document.querySelectorAll('a')].find(a => a.textContent.trim() === text);
+  if (link) { link.click(); } else { document.title = 'missing ' + text; }
+}
+function clickRow(text) {
+  const row = [...document.querySelectorAll('tr')].find(r => r.textContent.includes(text));
+  const link = row && row.querySelector('a');
+  if (link) { link.click(); } else { document.title = 'missing row ' + text; }
+}
+setTimeout(() => clickText('Models'), 500);
+setTimeout(() => clickText('cnn'), 1000);
+setTimeout(() => clickRow('parity'), 1500);
+setTimeout(() => {
+  const image = [...document.querySelectorAll('img')].find(i => i.src.startsWith('data:image/png'));
+  if (!document.title.startsWith('missing')) {
+    document.title = image ? 'shown ' + image.naturalWidth + 'x' + image.naturalHeight : 'missing image';
+  }
+}, 3000);
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_run, run_snakemake):
+    path = tiny_run / "results" / "report.html"
+    result = run_snakemake(tiny_run, tiny_run / "study.yaml", "--report", str(path), cores=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return path
+
+
+def _report_results(html: str) -> dict:
+    """The report's results table: path -> record with its embedded file as a data URI."""
+    match = re.search(r"var results = (\{.*?\});\n", html, re.DOTALL)
+    assert match, "no results table in the report"
+    return json.loads(match.group(1))
+
+
+def test_report_is_one_self_contained_page_with_the_study_figures(tiny_run, tiny_report):
+    import base64
+    from html.parser import HTMLParser
+
+    html = tiny_report.read_text()
+
+    class References(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found += [(tag, value) for key, value in attrs if key in ("src", "href") and value]
+
+    parser = References()
+    parser.feed(html)
+    # scripts and styles are inline; nothing is fetched from a file beside it or the network
+    assert [reference for reference in parser.found if not reference[1].startswith(("#", "data:"))] == []
+    results = _report_results(html)
+    expected = {
+        f"results/models/{model}/{name}"
+        for model in ("cnn", "mlp")
+        for name in ("parity.png", "loss.png", "reliability.png", "comparison.csv")
+    } | {
+        f"results/inference/{name}" for name in ("predictions.png", "predictions.csv", "predictions_rdf.csv")
+    }
+    if (tiny_run / "results/fidelity").exists():  # with the shared data: the Cu foil reference
+        expected |= {"results/fidelity/fidelity.csv", "results/fidelity/cu_foil/overlay.png"}
+    assert set(results) == expected
+    for path, record in results.items():
+        embedded = base64.b64decode(record["data_uri"].split("base64,", 1)[1])
+        assert embedded == (tiny_run / path).read_bytes(), path
+        assert record["caption"].strip(), path
+    images = [path for path, record in results.items() if record["mime_type"] == "image/png"]
+    assert len(images) == 7 + ("results/fidelity/cu_foil/overlay.png" in expected)
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html, re.DOTALL).group(1))
+    assert set(categories["Models"]) == {"cnn", "mlp"}
+    assert "results/models/cnn/parity.png" in categories["Models"]["cnn"]
+    assert results["results/models/cnn/parity.png"]["labels"] == {
+        "model": "cnn",
+        "figure": "parity (test systems)",
+    }
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_report_shows_the_parity_plot_in_a_headless_browser(tiny_run, tiny_report, tmp_path):
+    """The report's own menu opens a figure, offline (every host unresolvable): the browser
+    decodes the embedded PNG at its size, and the screenshot (kept in tmp_path) is not blank."""
+    import matplotlib.image
+
+    html = tiny_report.read_text()
+    end = html.rindex("</body>")
+    page = tmp_path / "report_parity.html"
+    page.write_text(html[:end] + OPEN_PARITY + html[end:])
+    offline = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=10000",
+        "--window-size=1400,1100",
+    ]
+    dom = subprocess.run(
+        [*offline, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    height, width = matplotlib.image.imread(tiny_run / "results/models/cnn/parity.png").shape[:2]
+    title = re.search(r"<title>(.*?)</title>", dom).group(1)
+    assert title == f"shown {width}x{height}"
+    screenshot = tmp_path / "report_parity.png"
+    subprocess.run([*offline, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120)
+    # the right half, where the figure is drawn, is blank on the landing page (rule graph left)
+    pixels = matplotlib.image.imread(screenshot)[:, 700:, :3]
+    dark = (pixels.mean(axis=2) < 0.5).mean()
+    assert dark > 0.004, f"{screenshot}: the figure area is blank"
