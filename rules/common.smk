@@ -293,6 +293,7 @@ def get_final_outputs():
     ]
     if get_inference_spectra():
         outputs.append(f"{RESULTS}/inference/predictions.csv")
+        outputs.append(f"{RESULTS}/inference/predictions.png")  # the report shows it
     if REFERENCES:
         outputs.append(f"{RESULTS}/fidelity/fidelity.csv")
     outputs += [f"{RESULTS}/deconvolution/{bulk}/summary.json" for bulk in deconvolution_bulks()]

@@ -39,6 +39,14 @@ rule image_stack:
     output:
         summary=f"{RESULTS}/imaging/stacks/{{stack}}/imaging.json",
         regions=f"{RESULTS}/imaging/stacks/{{stack}}/regions.csv",
+        figures=report(
+            directory(f"{RESULTS}/imaging/stacks/{{stack}}/figures"),
+            patterns=["{map}.png"],
+            caption="../workflow/report/imaging_maps.rst",
+            category="Imaging",
+            subcategory="stack {stack}",
+            labels={"stack": "{stack}", "map": "{map}"},
+        ),
     log:
         f"{RESULTS}/logs/imaging/{{stack}}.log",
     params:
