@@ -332,6 +332,8 @@ def imaging_stack_arguments(wildcards):
         words += ["--reference", f"{name}={path}"]
     words += ["--denoise", section["denoise"], "--tile", str(section["tile"])]
     words += ["--min-edge-step", str(section["min_edge_step"]), "--threshold", str(section["threshold"])]
+    words += ["--network-train-size", str(section["network_train_size"])]
+    words += ["--network-settings", json.dumps(section["network"], sort_keys=True)]
     return words
 
 

@@ -431,6 +431,19 @@ def _stack_energy(args: argparse.Namespace):
     return args.energy_dataset
 
 
+def _network_settings(text: str | None) -> dict:
+    """--network-settings JSON: the network denoiser's settings (imaging.network of a config)."""
+    if not text:
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--network-settings is not valid JSON ({error})") from error
+    if not isinstance(settings, dict):
+        raise ConfigError("--network-settings must be a JSON object of denoiser settings")
+    return settings
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     from xasflow.inference.imaging import ImagingParams
     from xasflow.inference.imaging_fit import PcaRule
@@ -444,6 +457,8 @@ def cmd_image(args: argparse.Namespace) -> int:
         pca=PcaRule(int(components) if components.isdigit() else components),
         workers=args.workers,
         enrichment_threshold=args.threshold,
+        network_train_size=args.network_train_size,
+        denoise_config=_network_settings(args.network_settings),
     )
     options = {"flatten": args.flatten}
     if args.pre_edge:
@@ -684,6 +699,15 @@ def _add_image(commands) -> None:
         "--pca-components", default="references", help="'references' (k+1), 'mle' or a number (references)"
     )
     image.add_argument("--tile", type=int, default=256, help="tile edge in pixels (256)")
+    image.add_argument(
+        "--network-settings", help="denoise network: its settings as a JSON object (imaging.network)"
+    )
+    image.add_argument(
+        "--network-train-size",
+        type=int,
+        default=96,
+        help="denoise network: train on at most this many pixels square (96), then map every tile",
+    )
     image.add_argument("--workers", type=int, default=1, help="tiles processed at once (1)")
     image.add_argument("--regions", help="region labels (.npy or TIFF); default: connected mapped areas")
     image.add_argument(
@@ -710,6 +734,7 @@ def cmd_image_validate(args: argparse.Namespace) -> int:
         min_edge_step=section["min_edge_step"],
         enrichment_threshold=section["threshold"],
         denoise_config=section["network"],
+        network_train_size=section["network_train_size"],
     )
     summary = validate_imaging(
         section["references"],

@@ -31,7 +31,7 @@ def test_a_stack_is_mapped_and_the_maps_validated_through_the_workflow(tmp_path,
         "imaging": {
             "references": {name: str(experimental / file) for name, file in FE_REFERENCE_FILES.items()},
             "stacks": {"cathode": {"path": str(tmp_path / "stack.h5")}},
-            "denoise": "pca",
+            "denoise": "network",
             "tile": 16,
             "network": {"epochs": 5},
             "validation": {
@@ -50,7 +50,7 @@ def test_a_stack_is_mapped_and_the_maps_validated_through_the_workflow(tmp_path,
     assert result.returncode == 0, result.stderr[-3000:]
     results = tmp_path / "results" / "imaging"
 
-    # the stack's maps: tiles of 16 px over a 24 px image, PCA-denoised, fractions near the truth
+    # the stack's maps: tiles of 16 px over a 24 px image, network-denoised, fractions near the truth
     maps = open_maps(results / "stacks" / "cathode" / "maps.zarr")
     assert maps.attrs["components"] == names
     mapped = maps["mask"].values.astype(bool)
@@ -58,7 +58,9 @@ def test_a_stack_is_mapped_and_the_maps_validated_through_the_workflow(tmp_path,
     error = maps["fraction"].values[:, mapped] - truth.fractions[:, mapped]
     assert np.sqrt(np.mean(error**2)) < 0.03
     summary = json.loads((results / "stacks" / "cathode" / "imaging.json").read_text())
-    assert summary["params"]["denoise"] == "pca" and summary["regions"]
+    assert summary["params"]["denoise"] == "network" and summary["regions"]
+    assert summary["params"]["denoise_config"]["epochs"] == 5  # imaging.network reached the job
+    assert (results / "stacks" / "cathode" / "denoiser.pt").is_file()
 
     # the validation: raw fits get worse as the dose falls, and PCA helps at the low dose
     validation = json.loads((results / "validation" / "validation.json").read_text())
