@@ -205,7 +205,10 @@ def _foil_rows(ladder, md, curves, numbers, shell_edge, smearing) -> list[dict]:
                     for side in ("low", "high")
                 ),
                 "shell_cn": float(number["predicted_shell_cn_1"]),
-                "shell_cn_90": (float(number["shell_cn_1_low_90"]), float(number["shell_cn_1_high_90"])),
+                # empty where the model has no calibrated interval
+                "shell_cn_90": tuple(
+                    float(number[f"shell_cn_1_{side}_90"] or "nan") for side in ("low", "high")
+                ),
                 "ood": number["out_of_distribution"],
                 "r": curve["r"],
                 "g": curve["g"],
