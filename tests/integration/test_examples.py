@@ -160,3 +160,58 @@ def test_siox_glasses_at_nine_compositions_and_silica(tmp_path_factory, run_snak
     assert set(dataset["absorber"].values) == {"Si"}
     assert np.all(dataset["valence"].values >= 0)
     assert list(dataset["element"].values) == ["O", "Si"]
+
+
+def _first_shell_width(labels: dict) -> float:
+    """Angstrom: the spread (second moment) of the mean first peak of 4 pi r^2 g(r) in the labels."""
+    r, rdf = labels["r"], labels["rdf"].mean(axis=0)
+    first = r <= labels["shell_edges"][0]
+    weights = r[first] ** 2 * rdf[first]
+    mean = np.average(r[first], weights=weights)
+    return float(np.sqrt(np.average((r[first] - mean) ** 2, weights=weights)))
+
+
+def test_cu_temperature_series_read_from_measured_foils(tmp_path_factory, run_snakemake, shared_data):
+    """Bulk Cu MD on a ladder of effective temperatures and two particles, FEFF10 EXAFS, chi
+    models, and two of the measured temperature series (10 K and room temperature) predicted."""
+    experimental = shared_data / "experimental"
+    foils = ("cu_10k.xmu", "cu_rt01.xmu")
+    overlay = {
+        "inference": {
+            "spectra": [{"name": Path(foil).stem, "path": str(experimental / foil)} for foil in foils]
+        }
+    }
+    results = _finished("cu_temperature", tmp_path_factory, run_snakemake, overlay)
+    structures = results / "structures"
+    # classical MD at T_eff 110, 178, 362 K (nominal 10, 150, 350 K): the first shell broadens
+    widths = [
+        _first_shell_width(read_labels(structures / system / "labels.npz"))
+        for system in ("cu_T010", "cu_T150", "cu_T350")
+    ]
+    assert widths[0] < widths[1] < widths[2]
+    assert read_labels(structures / "cu_T010" / "labels.npz")["shell_cn"].mean() == pytest.approx(
+        12, abs=0.01
+    )
+    # the particles put first-shell CNs below 12 into training
+    assert read_labels(structures / "np_ico55_T300" / "labels.npz")["shell_cn"].mean() < 11
+    dataset = open_dataset(results / "dataset" / "spectra.zarr")
+    assert dataset["shell_cn"].values.min() < 12 <= dataset["shell_cn"].values.max()
+    n_r = read_labels(structures / "cu_T010" / "labels.npz")["r"].size
+    with open(results / "inference" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(results / "inference" / "predictions_rdf.csv") as handle:
+        curves = list(csv.DictReader(handle))
+    for foil in foils:
+        read = [row for row in rows if row["spectrum"].endswith(foil)]
+        assert [row["model"] for row in read] == ["mlp"]
+        for row in read:
+            assert 8970 < float(row["e0_eV"]) < 9000
+            assert np.isfinite(float(row["predicted_shell_cn_1"]))
+            # every foil's g(r), on the labels' r grid, from every model
+            curve = [
+                line
+                for line in curves
+                if line["spectrum"] == row["spectrum"] and line["model"] == row["model"]
+            ]
+            assert [line["target"] for line in curve] == ["rdf"] * n_r
+            assert all(np.isfinite(float(line["predicted_g"])) for line in curve)
