@@ -43,30 +43,7 @@ def plot_predictions(predictions_csv: str | Path, path: str | Path) -> None:
         figure.add_subplot().set_title("no number predictions")
     for panel, target in enumerate(targets):
         axes = figure.add_subplot(1, len(targets), panel + 1)
-        unbounded = False  # an interval with an infinite end (e.g. an ensemble of one) is not drawn
-        for model_index, model in enumerate(models):
-            offset = (model_index - (len(models) - 1) / 2) * 0.6 / max(len(models), 1)
-            for row in (row for row in rows if row["model"] == model):
-                position = spectra.index(row["spectrum"]) + offset
-                value = _float(row[PREDICTED_PREFIX + target])
-                low = _float(row.get(f"{target}_low_{FIGURE_LEVEL}"))
-                high = _float(row.get(f"{target}_high_{FIGURE_LEVEL}"))
-                outside = row["out_of_distribution"] == "true"
-                error = [[value - low], [high - value]] if math.isfinite(low + high) else None
-                unbounded |= math.isinf(low) or math.isinf(high)
-                axes.errorbar(
-                    value,
-                    position,
-                    xerr=error,
-                    fmt="o",
-                    color=f"C{model_index}",
-                    markerfacecolor="none" if outside else f"C{model_index}",
-                    capsize=2,
-                    label=model if spectra.index(row["spectrum"]) == 0 else None,
-                )
-                truth = _float(row.get(f"true_{target}"))
-                if math.isfinite(truth):
-                    axes.plot(truth, position, "kx", markersize=7)
+        unbounded = _draw_target(axes, rows, spectra, models, target)
         axes.set_yticks(range(len(spectra)))
         axes.set_yticklabels([Path(spectrum).name for spectrum in spectra] if panel == 0 else [])
         axes.invert_yaxis()
@@ -84,3 +61,32 @@ def plot_predictions(predictions_csv: str | Path, path: str | Path) -> None:
             )
     with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=120, format="png")
+
+
+def _draw_target(axes, rows: list[dict], spectra: list[str], models: list[str], target: str) -> bool:
+    """Every model's predictions of ``target`` with their intervals and the truth; returns whether
+    an interval with an infinite end (e.g. an ensemble of one) was left out."""
+    unbounded = False
+    for model_index, model in enumerate(models):
+        offset = (model_index - (len(models) - 1) / 2) * 0.6 / max(len(models), 1)
+        for row in (row for row in rows if row["model"] == model):
+            position = spectra.index(row["spectrum"]) + offset
+            value = _float(row[PREDICTED_PREFIX + target])
+            low = _float(row.get(f"{target}_low_{FIGURE_LEVEL}"))
+            high = _float(row.get(f"{target}_high_{FIGURE_LEVEL}"))
+            error = [[value - low], [high - value]] if math.isfinite(low + high) else None
+            unbounded |= math.isinf(low) or math.isinf(high)
+            axes.errorbar(
+                value,
+                position,
+                xerr=error,
+                fmt="o",
+                color=f"C{model_index}",
+                markerfacecolor="none" if row["out_of_distribution"] == "true" else f"C{model_index}",
+                capsize=2,
+                label=model if spectra.index(row["spectrum"]) == 0 else None,
+            )
+            truth = _float(row.get(f"true_{target}"))
+            if math.isfinite(truth):
+                axes.plot(truth, position, "kx", markersize=7)
+    return unbounded
