@@ -392,7 +392,15 @@ def test_the_config_section_names_known_particles_bulks_and_models():
     study = read_yaml(Path(__file__).resolve().parents[2] / "config" / "examples" / "ptcu_nanoparticles.yaml")
     filled = validate_config(study)["deconvolution"]
     assert filled == {
-        "particles": {"ptcu_cubo147_mc": "ptcu_bulk", "ptcu_cubo147_random": "ptcu_bulk"},
+        "particles": {
+            "ptcu_cubo147_mc": "ptcu_bulk",
+            "ptcu_cubo147_random": "ptcu_bulk",
+            "pt3cu_ico147_mc": "pt3cu_bulk",
+            "pt3cu_ico147_random": "pt3cu_bulk",
+            "pt3cu_cubo147_random": "pt3cu_bulk",
+            "ptcu3_cubo147_mc": "ptcu3_bulk",
+            "ptcu3_cubo147_random": "ptcu3_bulk",
+        },
         "models": ["mlp"],
         "draws": 200,
         "seed": 0,
