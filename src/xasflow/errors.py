@@ -28,12 +28,8 @@ class EnvironmentFailure(UserError):
     """The machine failed the job (disk full, permission, program missing); never a physics result."""
 
 
-class SpectrumReadError(UserError):
-    """A spectrum file that cannot be turned into a usable spectrum.
-
-    The message is always one line, ``"<path>: <problem>"``; ``path`` may name one group of an
-    Athena project (``PtData.prj:10wt% 20K``).
-    """
+class FileProblem(UserError):
+    """A user's file that cannot be used; the message is always one line, ``"<path>: <problem>"``."""
 
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
@@ -43,3 +39,11 @@ class SpectrumReadError(UserError):
     def __reduce__(self):
         # Keep the two-argument constructor working across pickling (multiprocessing, Snakemake).
         return (type(self), (self.path, self.problem))
+
+
+class SpectrumReadError(FileProblem):
+    """A spectrum file that cannot be turned into a usable spectrum.
+
+    The message is always one line, ``"<path>: <problem>"``; ``path`` may name one group of an
+    Athena project (``PtData.prj:10wt% 20K``).
+    """

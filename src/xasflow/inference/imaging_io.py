@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xasflow.errors import UserError
+from xasflow.errors import FileProblem, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +36,8 @@ DEFAULT_STACK_NAME = "stack"
 DEFAULT_ENERGY_NAME = "energy"
 
 
-class StackError(UserError):
+class StackError(FileProblem):
     """An energy stack that cannot be used; the message is one line, ``"<path>: <problem>"``."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.problem))
 
 
 @dataclass(frozen=True)
