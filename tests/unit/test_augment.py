@@ -170,3 +170,36 @@ def test_a_batch_redraw_matches_the_per_spectrum_redraw():
         ENERGY, arrays.mu, AugmentationParams.none(), [np.random.default_rng(0)] * len(arrays)
     )
     np.testing.assert_array_equal(unchanged, arrays.mu)
+
+
+def test_a_pool_repeats_its_draws_cyclically_and_computes_each_input_once():
+    """With pool P, visit k of an item is its draw k mod P; the first P visits are the draws
+    made without a pool, and the model input of each is computed once."""
+    arrays = _arrays()
+    normalization = Normalization.fit(arrays.mu, arrays.targets, parse_targets(None))
+    calls = []
+
+    def to_input(mu):
+        calls.append(mu.shape[0])
+        return mu
+
+    pool_size = 3
+    params = AugmentationParams(seed=3, site_average=2, pool=pool_size)
+    pooled = AugmentedSpectra(arrays, normalization, ENERGY, params, to_input)
+    fresh = AugmentedSpectra(arrays, normalization, ENERGY, replace(params, pool=0))
+    indices = np.arange(len(arrays))
+    visits = 2 * pool_size + 1
+    pooled_draws = [pooled.draw_batch(indices) for _ in range(visits)]
+    fresh_draws = [fresh.draw_batch(indices) for _ in range(pool_size)]
+    for visit in range(pool_size):
+        assert np.array_equal(pooled_draws[visit][0], fresh_draws[visit][0])
+        assert np.allclose(pooled_draws[visit][1]["rdf"], fresh_draws[visit][1]["rdf"])
+    for visit in range(pool_size, visits):
+        assert np.array_equal(pooled_draws[visit][0], pooled_draws[visit % pool_size][0])
+    assert not np.array_equal(pooled_draws[0][0], pooled_draws[1][0])
+    assert sum(calls) == pool_size * len(arrays)
+
+
+def test_a_negative_pool_is_refused():
+    with pytest.raises(ValueError, match="augmentation.pool"):
+        AugmentationParams(pool=-1)

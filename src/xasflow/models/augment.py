@@ -33,6 +33,11 @@ class AugmentationParams:
     background:     standard deviation of a linear background, edge steps per 100 eV, zero at E0.
     site_average:   a spectrum is replaced by the mean of 1..site_average spectra of its system
                     and frame (uniform), its labels by theirs.
+    pool:           0 (default): every visit of a spectrum is a fresh draw. P > 0: visit k
+                    reuses draw k mod P, whose model input is computed once and kept, so a
+                    spectrum has at most P different augmented versions. For chi models, where
+                    each draw costs a Larch autobk fit (~9 ms), this is what makes training
+                    affordable; the first P visits are the same draws as without a pool.
     """
 
     seed: int = 0
@@ -43,6 +48,7 @@ class AugmentationParams:
     normalization: float = 0.03
     background: float = 0.01
     site_average: int = 1
+    pool: int = 0
 
     def __post_init__(self) -> None:
         for name in ("energy_shift", "stretch", "broadening", "noise", "normalization", "background"):
@@ -50,6 +56,8 @@ class AugmentationParams:
                 raise ValueError(f"augmentation.{name} is {getattr(self, name)}; it must be >= 0")
         if self.site_average < 1:
             raise ValueError(f"augmentation.site_average is {self.site_average}; it must be >= 1")
+        if self.pool < 0:
+            raise ValueError(f"augmentation.pool is {self.pool}; it must be >= 0 (0: no pool)")
 
     @classmethod
     def none(cls) -> AugmentationParams:

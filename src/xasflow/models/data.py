@@ -191,6 +191,8 @@ class AugmentedSpectra:
         self.params = params
         self.to_input = to_input
         self.visits = np.zeros(len(arrays), dtype=np.int64)
+        # (index, draw) -> (model input, targets) of the pooled draws (params.pool > 0)
+        self._pool: dict[tuple[int, int], tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         frames = arrays.frame if arrays.frame is not None else np.zeros(len(arrays), dtype=np.int64)
         keys = list(zip(arrays.system.tolist(), frames.tolist(), strict=True))
         groups: dict[tuple[str, int], list[int]] = {}
@@ -228,11 +230,30 @@ class AugmentedSpectra:
     def draw_batch(self, indices: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The next augmented spectra (m, n_input) and targets of ``indices``, physical units:
         random numbers drawn per item, the spectra changed as one batch (:func:`augment_batch`)
-        on the whole grid, then made model input (``to_input``)."""
-        rngs, averages, labels = [], [], []
-        for index in np.asarray(indices, dtype=int):
-            rng = np.random.default_rng([self.params.seed, int(index), int(self.visits[index])])
+        on the whole grid, then made model input (``to_input``). With a pool
+        (``params.pool`` P > 0) visit k of an item is its draw k mod P, computed at its first
+        use and kept."""
+        keys = []
+        for index in np.asarray(indices, dtype=int).tolist():
+            keys.append((index, int(self.visits[index]) % (self.params.pool or np.iinfo(np.int64).max)))
             self.visits[index] += 1
+        if not self.params.pool:
+            return self._fresh(keys)
+        missing = [key for key in dict.fromkeys(keys) if key not in self._pool]
+        if missing:
+            mu, targets = self._fresh(missing)
+            for row, key in enumerate(missing):
+                self._pool[key] = (mu[row], {name: values[row] for name, values in targets.items()})
+        rows = [self._pool[key] for key in keys]
+        mu = np.stack([row[0] for row in rows])
+        return mu, {name: np.array([row[1][name] for row in rows]) for name in self.normalization.targets}
+
+    def _fresh(self, keys: list[tuple[int, int]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Draw ``draw`` of item ``index`` for each (index, draw) key, from
+        ``default_rng([seed, index, draw])``: (m, n_input) model inputs and targets."""
+        rngs, averages, labels = [], [], []
+        for index, draw in keys:
+            rng = np.random.default_rng([self.params.seed, int(index), int(draw)])
             members = self._members(int(index), rng)
             rngs.append(rng)
             averages.append(self.arrays.mu[members].mean(axis=0))
