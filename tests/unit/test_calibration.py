@@ -3,6 +3,8 @@ measured files and on spectra with a known shift or known noise."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -284,3 +286,58 @@ def test_calibration_then_merge_records_both(experimental, tmp_path):
     assert merged.metadata["merge"]["scans"] == 2
     # after calibration the two scans lie on top of each other: no spread beyond interpolation
     assert merged.metadata["merge"]["median_spread"] < 1e-3
+
+
+# --- xasflow predict ------------------------------------------------------------------------------
+
+
+def _refusal(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("xasflow: error")]
+
+
+def test_predict_refuses_a_file_without_reference_channel_in_one_line(experimental, tmp_path, capsys):
+    from xasflow.cli import main
+
+    spectrum = experimental / "cu_metal_rt.xdi"
+    out = tmp_path / "predictions.csv"
+    arguments = ["predict", str(spectrum), "--checkpoint", "unused.ckpt", "--out", str(out)]
+    assert main([*arguments, "--calibrate-reference", "Cu"]) == 2
+    lines = _refusal(capsys)
+    assert len(lines) == 1 and f"{spectrum}: has no reference channel" in lines[0]
+    assert main([*arguments, "--merge"]) == 2
+    lines = _refusal(capsys)
+    assert len(lines) == 1 and "merging needs at least 2 scans, got 1" in lines[0]
+    assert not out.exists()
+
+
+def test_predict_calibrates_and_merges(checkpoint_path, experimental, tmp_path):
+    from xasflow.cli import main
+
+    foil = read_spectrum(experimental / "cu_metal_rt.xdi")
+    scan = tmp_path / "cu_reads_3eV_high.dat"
+    _with_reference_channel(scan, foil.energy + 3.0, foil.mu, foil.mu)
+    out = tmp_path / "predictions.csv"
+    base = ["--checkpoint", str(checkpoint_path), "--out", str(out)]
+
+    def rows():
+        with open(out, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    assert main(["predict", str(scan), *base]) == 0
+    (plain,) = rows()
+    assert plain["energy_shift_eV"] == "" and plain["merged_scans"] == ""
+    assert main(["predict", str(scan), *base, "--calibrate-reference", "Cu:K"]) == 0
+    (calibrated,) = rows()
+    assert float(calibrated["energy_shift_eV"]) == pytest.approx(-4.5, abs=0.01)
+    assert float(plain["e0_eV"]) - float(calibrated["e0_eV"]) == pytest.approx(4.5, abs=0.01)
+    reference = experimental / "cu_metal_rt.xdi"
+    assert main(["predict", str(reference), str(experimental / "cu_rt01.xmu"), *base, "--merge"]) == 0
+    (merged,) = rows()
+    assert merged["merged_scans"] == "2" and merged["spectrum"].startswith("merge of 2 scans (")
+    assert float(merged["merged_spread"]) < 1e-3  # cu_rt01.xmu is the same scan as cu_metal_rt.xdi
+    assert (
+        main(["predict", str(experimental / "cu_rt01.xmu"), *base, "--reference-foil", f"{reference}=Cu"])
+        == 0
+    )
+    (foil_calibrated,) = rows()
+    assert float(foil_calibrated["energy_shift_eV"]) == pytest.approx(-1.5, abs=0.01)
