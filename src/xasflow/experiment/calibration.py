@@ -220,6 +220,9 @@ def _as_reference(column: Spectrum, mu: np.ndarray, formula: str) -> Spectrum:
 def calibrate_reference(reference: Spectrum, foil: Foil, description: str = "reference foil") -> Calibration:
     """The calibration a reference foil's spectrum gives: its E0 against the tabulated edge.
 
+    E0 is one of the measured energies (Larch ``find_e0`` returns the point of largest smoothed
+    slope), so the shift is found to within half the energy step at the edge.
+
     Args:
         reference: the foil's mu(E) on the measured energy axis (eV).
         foil: its element and edge; an edge left out is the element's one edge inside the scan.
