@@ -290,10 +290,17 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from xasflow.experiment.calibration import Preparation
     from xasflow.inference.run import predict_files
 
+    preparation = Preparation.from_options(args.calibrate_reference, args.reference_foil, args.merge)
     predict_files(
-        args.checkpoint, args.spectra, args.out, truth_paths=args.truth or [], rdf_path=args.rdf_out
+        args.checkpoint,
+        args.spectra,
+        args.out,
+        truth_paths=args.truth or [],
+        rdf_path=args.rdf_out,
+        preparation=preparation,
     )
     if args.figure:
         from xasflow.inference.figures import plot_predictions
@@ -660,6 +667,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--figure",
         help="PNG of the predictions: per number target, every spectrum and model with its 90 %% interval",
+    )
+    predict.add_argument(
+        "--calibrate-reference",
+        metavar="ELEMENT[:EDGE]",
+        help="shift each file's energies so that the E0 of the foil in its reference channel "
+        "(ln(itrans/irefer), ln(i1/i2)) is the tabulated edge of ELEMENT, e.g. Ag or Au:L3",
+    )
+    predict.add_argument(
+        "--reference-foil",
+        metavar="FILE=ELEMENT[:EDGE]",
+        help="shift all energies so that the E0 of this foil, measured in its own file "
+        "(or 'x.prj:LABEL'), is the tabulated edge of ELEMENT, e.g. cu_foil.xdi=Cu",
+    )
+    predict.add_argument(
+        "--merge",
+        action="store_true",
+        help="average all given spectra (repeated scans of one sample) into one, after calibration",
     )
     predict.set_defaults(handler=cmd_predict)
     _add_deconvolve(commands)

@@ -11,6 +11,12 @@ import numpy as np
 
 from xasflow.experiment import read_spectra
 from xasflow.experiment.alignment import normalize_xanes
+from xasflow.experiment.calibration import (
+    PREPARATION_COLUMNS,
+    Preparation,
+    preparation_columns,
+    prepare_spectra,
+)
 from xasflow.fileio import atomic_open
 from xasflow.inference.compatibility import check_compatible
 from xasflow.models.data import measured_input
@@ -19,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 # first and last columns of predictions.csv; between them, per number target NAME of the models:
 # predicted_NAME, NAME_spread, NAME_low_68 .. NAME_high_95 (calibrated intervals), true_NAME
-LEADING_COLUMNS = ("spectrum", "model", "architecture", "e0_eV", "edge_step")
+# (PREPARATION_COLUMNS: energy_shift_eV, merged_scans, merged_spread of calibration and merging)
+LEADING_COLUMNS = ("spectrum", "model", "architecture", "e0_eV", "edge_step", *PREPARATION_COLUMNS)
 TRAILING_COLUMNS = ("input_distance", "distance_threshold", "out_of_distribution")
 INTERVAL_LEVELS = (68, 90, 95)
 
@@ -73,12 +80,16 @@ def predict_files(
     out_path: str | Path,
     truth_paths: list[str | Path] = (),
     rdf_path: str | Path | None = None,
+    preparation: Preparation | None = None,
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
     ``spectrum_paths`` are XDI or column files, Athena projects (``PtData.prj``: every group, one
     row each) or single groups of a project (``PtData.prj:10wt% 20K``); a group's ``spectrum``
     column reads ``<project>:<label>`` (:func:`~xasflow.experiment.readers.read_spectra`).
+
+    ``preparation`` calibrates the energies against a reference foil and/or merges all spectra
+    into one before normalization (:func:`~xasflow.experiment.calibration.prepare_spectra`).
 
     A chi model reads each normalized spectrum as the training spectra were read: mu on a
     <= 1 eV grid up to E0 + 3.81 k_max^2 eV, then k-weighted chi(k) from Larch ``autobk``
@@ -88,15 +99,18 @@ def predict_files(
     ensemble spread, calibrated 68/90/95 % intervals and, where a truth file gives it, the true
     value) and :func:`rdf_table_path` (every curve target's predicted g(r) per r point with its
     90 % band and, where known, the true g(r)). Raises ``SpectrumReadError`` for an unreadable file,
-    ``CheckpointError`` for a damaged model, ``IncompatibleSpectrumError`` for a spectrum of
+    ``UserError`` for scans that cannot be merged, ``CheckpointError`` for a damaged model,
+    ``IncompatibleSpectrumError`` for a spectrum of
     another element or edge than a model's card, or one that does not cover its energy grid
     (:func:`~xasflow.inference.compatibility.check_compatible`), and ``PredictionError`` for a
     prediction that is not a number, all before anything is written.
     """
     from xasflow.inference.predict import load_predictor
 
+    spectra = [spectrum for path in spectrum_paths for spectrum in read_spectra(path)]
+    spectra = prepare_spectra(spectra, preparation)
     # the same normalization and energy reference as the simulated training spectra
-    normalized = [normalize_xanes(spectrum) for path in spectrum_paths for spectrum in read_spectra(path)]
+    normalized = [normalize_xanes(spectrum) for spectrum in spectra]
     truths = _truth_by_stem(list(truth_paths))
     predictors = [load_predictor(checkpoint) for checkpoint in checkpoints]
     names = model_names(checkpoints)
@@ -112,6 +126,7 @@ def predict_files(
         for index, spectrum in enumerate(normalized):
             truth = truths.get(Path(spectrum.path).stem)
             row, rdf_table = _prediction_rows(spectrum, model_name, predictor, predictions, index, truth)
+            row.update(preparation_columns(spectra[index], spectrum.edge_step))
             rows.append(row)
             rdf_rows.extend(rdf_table)
             _log_prediction(spectrum.path, model_name, predictor, predictions, index)
