@@ -334,7 +334,14 @@ def imaging_stack_arguments(wildcards):
     words += ["--min-edge-step", str(section["min_edge_step"]), "--threshold", str(section["threshold"])]
     words += ["--network-train-size", str(section["network_train_size"])]
     words += ["--network-settings", json.dumps(section["network"], sort_keys=True)]
+    for checkpoint in imaging_model_checkpoints(wildcards):
+        words += ["--model", checkpoint]
     return words
+
+
+def imaging_model_checkpoints(wildcards):
+    """Checkpoints of the models mapped on every stack (imaging.models; none by default)."""
+    return [f"{RESULTS}/models/{model}/model.ckpt" for model in imaging_section().get("models", [])]
 
 
 def imaging_outputs():

@@ -1,5 +1,6 @@
 # Only with an `imaging` section in the config: 2D XANES energy stacks mapped into fractions of
-# the reference spectra (rule image_stack, one job per measured stack), and the maps checked on
+# the reference spectra (rule image_stack, one job per measured stack; with imaging.models also
+# into maps of those trained models' predictions), and the maps checked on
 # synthetic stacks of the same references with known truth (rule image_validation). The helper
 # functions are in rules/common.smk.
 
@@ -36,6 +37,7 @@ rule image_stack:
     input:
         stack=imaging_stack_input,
         references=imaging_reference_files,
+        models=imaging_model_checkpoints,
     output:
         summary=f"{RESULTS}/imaging/stacks/{{stack}}/imaging.json",
         regions=f"{RESULTS}/imaging/stacks/{{stack}}/regions.csv",

@@ -482,6 +482,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         e0=args.e0,
         normalization_options=options,
         region_labels=args.regions,
+        models=args.model or (),
     )
     for region in summary["regions"]:
         shares = ", ".join(
@@ -491,6 +492,12 @@ def cmd_image(args: argparse.Namespace) -> int:
             if isinstance(values, dict)
         )
         print(f"region {region['label']} ({region['n_pixels']} px): {shares}")
+    for row in summary["model_regions"]:
+        print(
+            f"region {row['label']} {row['quantity']} ({row['spectra']}): {row['mean']:.3g} "
+            f"(90 % width {row['mean_interval_90']:.3g}, {row['n_predicted']}/{row['n_pixels']} px, "
+            f"out of distribution {row['out_of_distribution_share']:.2f})"
+        )
     print(f"maps: {summary['maps']}")
     return 0
 
@@ -736,6 +743,13 @@ def _add_image(commands) -> None:
     image.add_argument("--regions", help="region labels (.npy or TIFF); default: connected mapped areas")
     image.add_argument(
         "--threshold", type=float, default=0.5, help="enrichment threshold of a fraction (0.5)"
+    )
+    image.add_argument(
+        "--model",
+        action="append",
+        metavar="CKPT",
+        help="trained model checkpoint (repeatable): maps of its number targets with 90 %% "
+        "interval widths and out-of-distribution flags, from the raw and denoised pixels",
     )
     image.set_defaults(handler=cmd_image)
 

@@ -454,6 +454,18 @@ def _check_deconvolution(config: dict, source: str) -> None:
             )
 
 
+def _check_imaging(config: dict, source: str) -> None:
+    """The models mapped on the imaging stacks are models of the study."""
+    models = config["training"]["models"]
+    for model in (config.get("imaging") or {}).get("models", ()):
+        if model not in models:
+            raise ConfigError.for_key(
+                source,
+                "imaging.models",
+                f"names '{model}', which is not in training.models ({', '.join(models)})",
+            )
+
+
 _STUDY_CHECKS = (
     _check_systems,
     _check_splits,
@@ -464,6 +476,7 @@ _STUDY_CHECKS = (
     _check_model_windows,
     _check_inference_spectra,
     _check_deconvolution,
+    _check_imaging,
 )
 
 

@@ -182,3 +182,12 @@ def test_config_imports_nothing_from_other_xasflow_modules():
         alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
     assert {name for name in imported if name.startswith("xasflow")} == {"xasflow.errors"}
+
+
+def test_imaging_models_default_to_none_and_must_be_models_of_the_study():
+    raw = _minimal()
+    raw["imaging"] = {"references": {"Cu": "cu.xdi"}}
+    assert validate_config(raw)["imaging"]["models"] == []
+    raw["imaging"]["models"] = ["transformer"]
+    with pytest.raises(ConfigError, match=r"imaging\.models.*'transformer'.*not in training\.models"):
+        validate_config(raw)

@@ -15,7 +15,10 @@ the signature of :data:`Denoiser` can also be passed to :func:`map_stack` direct
 Map store (``maps.zarr``), variables (see :data:`MAP_VARIABLES`):
 ``fraction`` (component, y, x), ``fraction_std`` (component, y, x), ``weight_sum``,
 ``residual_rms``, ``edge_step``, ``edge_energy`` (y, x) as float32 with NaN outside the mask,
-and ``mask`` (y, x) uint8, 1 where the pixel was mapped.
+and ``mask`` (y, x) uint8, 1 where the pixel was mapped. With trained models (``models`` of
+:func:`map_stack`) also the maps of their predictions, interval widths and out-of-distribution
+flags (:data:`~xasflow.inference.imaging_model.MODEL_MAP_VARIABLES`), from the raw and, when a
+denoiser runs, the denoised spectra of the mapped pixels.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from xasflow.inference.imaging_fit import (
     half_step_energy,
 )
 from xasflow.inference.imaging_io import EnergyStack, StackError, Tile, tiles
+from xasflow.inference.imaging_model import MODEL_MAP_VARIABLES, ModelMaps, model_figure_panels
 from xasflow.inference.imaging_normalize import EdgeNormalization, TileNormalizer, resolve_normalization
 from xasflow.spectrum import Spectrum
 
@@ -233,12 +237,18 @@ class _TileMapper:
     """Everything needed to turn one tile into maps; shared by the worker threads (read only)."""
 
     def __init__(
-        self, stack: EnergyStack, normalizer: TileNormalizer, fit: ReferenceFit, params: ImagingParams
+        self,
+        stack: EnergyStack,
+        normalizer: TileNormalizer,
+        fit: ReferenceFit,
+        params: ImagingParams,
+        models: ModelMaps | None = None,
     ):
         self.stack = stack
         self.normalizer = normalizer
         self.fit = fit
         self.params = params
+        self.models = models
 
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(block (n_energy, ty, tx), its pixels normalized (row-major), mask (n_pixels,))."""
@@ -254,19 +264,27 @@ class _TileMapper:
             step >= self.params.min_step_snr * normalized.step_noise
         )
 
+    def denoised(
+        self, block: np.ndarray, normalized, mask: np.ndarray, shape: tuple[int, int], denoiser: Denoiser
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(normalized spectra to fit, spectra for the models) of the mapped pixels, denoised;
+        the models get the denoised raw absorbance, or the denoised normalized spectra (their
+        alignment normalizes again, which an affine normalization does not change)."""
+        energy, references = self.stack.energy, self.fit.references
+        if self.params.denoise_input == "raw":
+            raw = block.reshape(block.shape[0], -1).T
+            denoised = np.asarray(denoiser(raw, energy, references, shape), dtype=float)[mask]
+            return self.normalizer(denoised).norm, denoised
+        denoised = np.asarray(denoiser(normalized.norm, energy, references, shape), dtype=float)[mask]
+        return denoised, denoised
+
     def maps(self, tile: Tile, denoiser: Denoiser | None) -> dict[str, np.ndarray]:
         """All maps of one tile, each shaped (..., ty, tx)."""
         block, normalized, mask = self.read(tile)
-        spectra = normalized.norm[mask]
+        spectra, model_inputs = normalized.norm[mask], [block.reshape(block.shape[0], -1).T[mask]]
         if denoiser is not None and mask.any():
-            energy, references = self.stack.energy, self.fit.references
-            if self.params.denoise_input == "raw":
-                raw = block.reshape(block.shape[0], -1).T
-                denoised = np.asarray(denoiser(raw, energy, references, tile.shape), dtype=float)[mask]
-                spectra = self.normalizer(denoised).norm
-            else:
-                denoised = denoiser(normalized.norm, energy, references, tile.shape)
-                spectra = np.asarray(denoised, dtype=float)[mask]
+            spectra, denoised = self.denoised(block, normalized, mask, tile.shape, denoiser)
+            model_inputs.append(denoised)
         result = self.fit.fit(spectra)
         edge_energy = half_step_energy(
             self.stack.energy, spectra, self.normalizer.pre_points.stop, self.normalizer.post_points.start + 1
@@ -281,7 +299,26 @@ class _TileMapper:
             "edge_step": normalized.edge_step.astype(np.float32),
             "mask": mask.astype(np.uint8),
         }
+        if self.models is not None:
+            values.update(self.model_maps(model_inputs, mask, denoiser is not None))
         return {name: value.reshape(*value.shape[:-1], *tile.shape) for name, value in values.items()}
+
+    def model_maps(self, inputs: list[np.ndarray], mask: np.ndarray, denoised: bool) -> dict[str, np.ndarray]:
+        """The model maps of the mapped pixels' raw (and denoised) spectra, (spectra, ..., n_pixels)."""
+        if len(inputs) == 1 and denoised:  # no mapped pixel: nothing was denoised
+            inputs = inputs * 2
+        predicted = [self.models.predict(spectra) for spectra in inputs]
+        return {
+            name: _scatter_pixels(np.stack([maps[name] for maps in predicted]), mask)
+            for name in MODEL_MAP_VARIABLES
+        }
+
+
+def _scatter_pixels(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Values of the mapped pixels on the last axis back into all pixels (NaN elsewhere)."""
+    full = np.full((*values.shape[:-1], mask.size), np.nan, dtype=np.float32)
+    full[..., mask] = values
+    return full
 
 
 def _scatter(values: np.ndarray, mask: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -330,23 +367,21 @@ def _describe(denoiser: Denoiser | None, params: ImagingParams) -> str:
     )
 
 
-def _create_store(
-    path: Path, image_shape: tuple[int, int], names: list[str], tile_size: int, attributes: dict
-):
+def _create_store(path: Path, variables: Mapping, sizes: Mapping[str, int], tile_size: int, attributes: dict):
+    """An empty map store: one array per entry of ``variables`` (name -> (dims, units,
+    description)), shaped by ``sizes`` (dim -> length), chunked by tile over y and x and whole
+    over every other axis."""
     import zarr
 
     group = zarr.open_group(path, mode="w", attributes=attributes)
-    chunk = (min(tile_size, image_shape[0]), min(tile_size, image_shape[1]))
+    chunk_sizes = {**sizes, "y": min(tile_size, sizes["y"]), "x": min(tile_size, sizes["x"])}
     arrays = {}
-    for name, (dims, units, description) in MAP_VARIABLES.items():
-        shape = (len(names), *image_shape) if dims[0] == "component" else image_shape
-        chunks = (len(names), *chunk) if dims[0] == "component" else chunk
-        dtype = "uint8" if name == "mask" else "float32"
+    for name, (dims, units, description) in variables.items():
         arrays[name] = group.create_array(
             name,
-            shape=shape,
-            chunks=chunks,
-            dtype=dtype,
+            shape=tuple(sizes[dim] for dim in dims),
+            chunks=tuple(max(chunk_sizes[dim], 1) for dim in dims),
+            dtype="uint8" if name == "mask" else "float32",
             fill_value=0 if name == "mask" else np.nan,
             dimension_names=dims,
             attributes={"units": units, "description": description},
@@ -362,6 +397,7 @@ def map_stack(
     out_dir: str | Path,
     params: ImagingParams = ImagingParams(),
     denoiser: Denoiser | None = None,
+    models: ModelMaps | None = None,
 ) -> Path:
     """Map a stack tile by tile into ``out_dir/maps.zarr`` (published when complete).
 
@@ -374,6 +410,8 @@ def map_stack(
         out_dir: output folder.
         params: tiling, mask and denoising settings.
         denoiser: overrides ``params.denoise`` when given.
+        models: trained models whose predictions are mapped too, from the raw and, when a
+            denoiser runs, the denoised spectra (:mod:`xasflow.inference.imaging_model`).
 
     Returns:
         The path of the map store.
@@ -381,7 +419,7 @@ def map_stack(
     if references.shape[1] != stack.shape[0]:
         raise UserError(f"{references.shape[1]} reference energies for a stack of {stack.shape[0]} energies")
     mapper = _TileMapper(
-        stack, TileNormalizer(stack.energy, normalization), ReferenceFit(references, names), params
+        stack, TileNormalizer(stack.energy, normalization), ReferenceFit(references, names), params, models
     )
     if denoiser is None and params.denoise == "pca":
         denoiser = fit_pca_denoiser(mapper, params)
@@ -397,9 +435,24 @@ def map_stack(
         "params": json.loads(json.dumps(asdict(params), default=str)),
         "denoiser": _describe(denoiser, params),
     }
+    variables, sizes = (
+        dict(MAP_VARIABLES),
+        {"component": len(names), "y": stack.shape[1], "x": stack.shape[2]},
+    )
+    if models is not None:
+        spectra = ["raw", "denoised"] if denoiser is not None else ["raw"]
+        attributes.update(
+            models={
+                name: str(p.checkpoint_path) for name, p in zip(models.names, models.predictors, strict=True)
+            },
+            model_quantities=models.describe(),
+            model_spectra=spectra,
+        )
+        variables.update(MODEL_MAP_VARIABLES)
+        sizes.update(spectra=len(spectra), quantity=len(models.labels), model=len(models.names))
     target = Path(out_dir) / MAPS_NAME
     with staged_directory(target) as staging:
-        arrays = _create_store(staging, stack.image_shape, names, params.tile_size, attributes)
+        arrays = _create_store(staging, variables, sizes, params.tile_size, attributes)
 
         def work(tile: Tile) -> None:
             for name, values in mapper.maps(tile, denoiser).items():
@@ -417,7 +470,8 @@ def map_stack(
 
 
 def open_maps(path: str | Path):
-    """The map store as an ``xarray.Dataset``, checked against :data:`MAP_VARIABLES`."""
+    """The map store as an ``xarray.Dataset``, checked against :data:`MAP_VARIABLES` (and
+    :data:`~xasflow.inference.imaging_model.MODEL_MAP_VARIABLES` when it holds model maps)."""
     import xarray as xr
 
     path = Path(path)
@@ -425,24 +479,20 @@ def open_maps(path: str | Path):
         maps = xr.open_zarr(path, consolidated=False)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise StackError(path, f"not a map store ({error})") from error
-    for name, (dims, _, _) in MAP_VARIABLES.items():
+    expected = {**MAP_VARIABLES, **(MODEL_MAP_VARIABLES if maps.attrs.get("models") else {})}
+    for name, (dims, _, _) in expected.items():
         if name not in maps or maps[name].dims != dims:
             raise StackError(path, f"map '{name}' with dims {dims} missing; not written by map_stack")
     return maps
 
 
-def region_compositions(
-    maps_path: str | Path, labels: np.ndarray | None, threshold: float, min_region_pixels: int = 10
-) -> list[RegionComposition]:
-    """Mean composition per region and the probability that it exceeds ``threshold``.
-
-    Args:
-        maps_path: a store written by :func:`map_stack`.
-        labels: region labels, int, shape (ny, nx), 0 outside any region; None labels the
-            connected components (8-neighbour) of the mapped pixels (``scipy.ndimage.label``)
-            of at least ``min_region_pixels`` pixels (smaller ones are noise that passed the mask).
-        threshold: fraction threshold of the enrichment probability.
-    """
+def resolve_region_labels(
+    maps_path: str | Path, labels: np.ndarray | None, min_region_pixels: int = 10
+) -> np.ndarray:
+    """Region labels, int (ny, nx), 0 outside any region: ``labels`` checked against the maps'
+    shape, or when None the connected components (8-neighbour) of the mapped pixels
+    (``scipy.ndimage.label``) of at least ``min_region_pixels`` pixels (smaller ones are noise
+    that passed the mask)."""
     from scipy import ndimage
 
     maps = open_maps(maps_path)
@@ -453,6 +503,22 @@ def region_compositions(
     labels = np.asarray(labels)
     if labels.shape != maps["mask"].shape:
         raise StackError(maps_path, f"region labels have shape {labels.shape}, the maps {maps['mask'].shape}")
+    return labels
+
+
+def region_compositions(
+    maps_path: str | Path, labels: np.ndarray | None, threshold: float, min_region_pixels: int = 10
+) -> list[RegionComposition]:
+    """Mean composition per region and the probability that it exceeds ``threshold``.
+
+    Args:
+        maps_path: a store written by :func:`map_stack`.
+        labels: region labels, int, shape (ny, nx), 0 outside any region; None: the connected
+            mapped areas (:func:`resolve_region_labels`).
+        threshold: fraction threshold of the enrichment probability.
+    """
+    labels = resolve_region_labels(maps_path, labels, min_region_pixels)
+    maps = open_maps(maps_path)
     accumulator = RegionAccumulator(maps.sizes["component"])
     rows = 256
     for y0 in range(0, labels.shape[0], rows):  # a strip at a time: bounded memory
@@ -478,8 +544,36 @@ def write_regions_csv(
 
 
 def write_map_figures(maps_path: str | Path, figure_dir: str | Path, max_side: int = 1024) -> list[Path]:
-    """PNG figures of the fraction, uncertainty, edge-energy and edge-step maps (images larger
-    than ``max_side`` are shown every s-th pixel)."""
+    """PNG figures of the fraction, uncertainty, edge-energy and edge-step maps, and of each
+    model's maps when the store holds them (``model_<name>.png``); images larger than
+    ``max_side`` are shown every s-th pixel."""
+    maps = open_maps(maps_path)
+    names = maps.attrs["components"]
+    stride = max(1, math.ceil(max(maps.sizes["y"], maps.sizes["x"]) / max_side))
+    view = maps.isel(y=slice(None, None, stride), x=slice(None, None, stride))
+    figure_dir = Path(figure_dir)
+    panels = {
+        "fractions.png": [
+            [(f"fraction {name}", view["fraction"][i], (0, 1)) for i, name in enumerate(names)]
+        ],
+        "fraction_std.png": [
+            [(f"std {name}", view["fraction_std"][i], None) for i, name in enumerate(names)]
+        ],
+        "edge.png": [
+            [
+                ("edge energy (eV)", view["edge_energy"], None),
+                ("edge step (raw mu)", view["edge_step"], None),
+                ("residual RMS", view["residual_rms"], None),
+            ]
+        ],
+    }
+    if maps.attrs.get("models"):
+        panels.update(model_figure_panels(view))
+    return [_save_panels(figure_dir / filename, rows) for filename, rows in panels.items()]
+
+
+def _save_panels(path: Path, rows: list[list[tuple | None]]) -> Path:
+    """One PNG of image panels ``(title, values, limits or None)`` in rows (None: left empty)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,34 +581,22 @@ def write_map_figures(maps_path: str | Path, figure_dir: str | Path, max_side: i
 
     from xasflow.fileio import atomic_path
 
-    maps = open_maps(maps_path)
-    names = maps.attrs["components"]
-    stride = max(1, math.ceil(max(maps.sizes["y"], maps.sizes["x"]) / max_side))
-    view = maps.isel(y=slice(None, None, stride), x=slice(None, None, stride))
-    figure_dir = Path(figure_dir)
-    written = []
-    panels = {
-        "fractions.png": [(f"fraction {name}", view["fraction"][i], (0, 1)) for i, name in enumerate(names)],
-        "fraction_std.png": [(f"std {name}", view["fraction_std"][i], None) for i, name in enumerate(names)],
-        "edge.png": [
-            ("edge energy (eV)", view["edge_energy"], None),
-            ("edge step (raw mu)", view["edge_step"], None),
-            ("residual RMS", view["residual_rms"], None),
-        ],
-    }
-    for filename, entries in panels.items():
-        figure, axes = plt.subplots(1, len(entries), figsize=(3.2 * len(entries), 3.0), squeeze=False)
-        for axis, (title, values, limits) in zip(axes[0], entries, strict=True):
-            shown = values.values
+    columns = max(len(row) for row in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 3.0 * len(rows)), squeeze=False)
+    for row_axes, row in zip(axes, rows, strict=True):
+        for axis, entry in zip(row_axes, [*row, *[None] * (columns - len(row))], strict=True):
+            axis.set_axis_off()
+            if entry is None:
+                continue
+            title, values, limits = entry
+            shown = np.asarray(values.values, dtype=float)
             if limits is None and np.isfinite(shown).any():  # isolated outliers would hide the map
                 limits = tuple(np.nanpercentile(shown, [1, 99]))
             image = axis.imshow(shown, cmap="viridis", vmin=limits and limits[0], vmax=limits and limits[1])
             axis.set_title(title, fontsize=9)
-            axis.set_axis_off()
             figure.colorbar(image, ax=axis, shrink=0.8)
-        figure.tight_layout()
-        with atomic_path(figure_dir / filename, suffix=".png") as temporary:
-            figure.savefig(temporary, dpi=120, format="png")
-        plt.close(figure)
-        written.append(figure_dir / filename)
-    return written
+    figure.tight_layout()
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+    return path

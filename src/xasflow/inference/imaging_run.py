@@ -3,8 +3,10 @@
 Output folder:
 ``maps.zarr``        the maps (:data:`~xasflow.inference.imaging.MAP_VARIABLES`)
 ``regions.csv``      mean composition of each region and P(mean fraction > threshold)
-``figures/*.png``    fraction, uncertainty, edge-energy maps
-``imaging.json``     inputs, parameters, normalization and the region table
+``figures/*.png``    fraction, uncertainty, edge-energy maps (and ``model_<name>.png``)
+``model_regions.csv`` with ``models``: mean prediction, its pixel scatter, mean 90 % interval
+                     width and out-of-distribution share per region, spectra and quantity
+``imaging.json``     inputs, parameters, normalization and the region tables
 """
 
 from __future__ import annotations
@@ -23,12 +25,22 @@ from xasflow.fileio import atomic_write_text
 from xasflow.inference.imaging import (
     ImagingParams,
     map_stack,
+    open_maps,
     prepare_references,
+    references_on_grid,
     region_compositions,
+    resolve_region_labels,
     write_map_figures,
     write_regions_csv,
 )
-from xasflow.inference.imaging_io import StackError, open_stack
+from xasflow.inference.imaging_io import EnergyStack, StackError, open_stack
+from xasflow.inference.imaging_model import (
+    ModelMaps,
+    load_model_maps,
+    model_region_means,
+    write_model_regions_csv,
+)
+from xasflow.spectrum import Spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +64,17 @@ def read_region_labels(path: str | Path) -> np.ndarray:
     return labels
 
 
+def _model_maps(
+    models: Sequence[str | Path], stack: EnergyStack, references: Sequence[Spectrum]
+) -> ModelMaps | None:
+    """The models, checked against the stack (its edge: the mean of the references on its grid)."""
+    if not models:
+        return None
+    mean = references_on_grid(references, stack.energy).mean(axis=0)
+    representative = Spectrum(stack.energy, mean, source=str(stack.path), kind="measured")
+    return load_model_maps(models, stack.energy, representative)
+
+
 def run_imaging(
     stack_path: str | Path,
     references: Mapping[str, str | Path],
@@ -62,6 +85,7 @@ def run_imaging(
     e0: float | None = None,
     normalization_options: Mapping | None = None,
     region_labels: str | Path | None = None,
+    models: Sequence[str | Path] = (),
 ) -> dict:
     """Map one stack against named reference spectrum files; write maps, figures and regions.
 
@@ -74,6 +98,8 @@ def run_imaging(
         e0: stack edge energy, eV (default: found on the mean reference).
         normalization_options: ``pre_edge_range``, ``norm_range``, ``post_edge_degree``, ``flatten``.
         region_labels: ``.npy``/TIFF region labels; default: connected mapped areas.
+        models: checkpoints of trained models whose predictions are mapped too
+            (:mod:`~xasflow.inference.imaging_model`); each is checked against the stack first.
 
     Returns:
         The summary written to ``imaging.json``.
@@ -89,9 +115,15 @@ def run_imaging(
             spectra, stack.energy, e0, **(normalization_options or {})
         )
         labels = read_region_labels(region_labels) if region_labels else None
-        maps_path = map_stack(stack, normalized, names, normalization, out_dir, params)
+        model_maps = _model_maps(models, stack, spectra)
+        maps_path = map_stack(stack, normalized, names, normalization, out_dir, params, models=model_maps)
+    labels = resolve_region_labels(maps_path, labels)
     compositions = region_compositions(maps_path, labels, params.enrichment_threshold)
     write_regions_csv(out_dir / "regions.csv", compositions, names, params.enrichment_threshold)
+    model_regions = []
+    if model_maps is not None:
+        model_regions = model_region_means(open_maps(maps_path), labels)
+        write_model_regions_csv(out_dir / "model_regions.csv", model_regions)
     figures = write_map_figures(maps_path, out_dir / "figures")
     summary = {
         "xasflow_version": __version__,
@@ -116,6 +148,8 @@ def run_imaging(
             }
             for region in compositions
         ],
+        "models": {} if model_maps is None else dict(zip(model_maps.names, map(str, models), strict=True)),
+        "model_regions": [asdict(region) for region in model_regions],
     }
     atomic_write_text(out_dir / "imaging.json", json.dumps(summary, indent=1) + "\n")
     logger.info("imaging: %d regions, maps in %s", len(compositions), maps_path)
