@@ -293,10 +293,15 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from xasflow.inference.run import predict_files
 
-    if args.keep_going or args.spectrum_figures or any(Path(path).is_dir() for path in args.spectra):
+    if args.keep_going or any(Path(path).is_dir() for path in args.spectra):
         return _predict_batch(args)
     predict_files(
-        args.checkpoint, args.spectra, args.out, truth_paths=args.truth or [], rdf_path=args.rdf_out
+        args.checkpoint,
+        args.spectra,
+        args.out,
+        truth_paths=args.truth or [],
+        rdf_path=args.rdf_out,
+        figure_dir=args.spectrum_figures,
     )
     if args.figure:
         from xasflow.inference.figures import plot_predictions
@@ -307,22 +312,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_batch(args: argparse.Namespace) -> int:
     """`xasflow predict` over folders (or with --keep-going): refused spectra are listed in
-    <out stem>_refused.csv and make the exit code 1; --spectrum-figures draws each spectrum."""
+    <out stem>_refused.csv and make the exit code 1."""
     from xasflow.experiment.folders import expand_spectrum_arguments
     from xasflow.inference.batch import predict_batch, refused_table_path
     from xasflow.inference.run import rdf_table_path
 
     refused = refused_table_path(args.out)
     written = [args.out, args.rdf_out or rdf_table_path(args.out), refused, args.figure]
-    references, any_folder = expand_spectrum_arguments(
-        args.spectra, exclude=[path for path in written if path]
-    )
-    keep_going = args.keep_going or any_folder
+    references = expand_spectrum_arguments(args.spectra, exclude=[path for path in written if path])
     result = predict_batch(
         args.checkpoint,
         references,
         args.out,
-        keep_going=keep_going,
         truth_paths=args.truth or [],
         rdf_path=args.rdf_out,
         figure_dir=args.spectrum_figures,

@@ -111,10 +111,9 @@ def test_a_folder_is_its_spectrum_files_sorted_without_the_outputs_written_into_
     (folder / ".hidden.xdi").write_text("")
     (folder / "nested").mkdir()
     (folder / "nested" / "more.xdi").write_text("")
-    references, any_folder = expand_spectrum_arguments(
+    references = expand_spectrum_arguments(
         [folder, folder / READABLE[0]], exclude=[folder / "predictions.csv"]
     )
-    assert any_folder
     assert references == [str(folder / name) for name in sorted([*READABLE, BROKEN])]
 
 
@@ -162,3 +161,14 @@ def test_the_nearest_references_agree_with_the_out_of_distribution_distance():
     assert np.all(np.diff(distance) >= 0) and len(set(index)) == 5
     everything = np.abs(references - query).max(axis=1)
     assert distance[-1] == pytest.approx(np.sort(everything)[4])
+
+
+def test_named_files_get_their_figures_too(folder, checkpoint_path, tmp_path):
+    from xasflow.inference.run import predict_files
+
+    spectra = [folder / name for name in READABLE]
+    predict_files([checkpoint_path], spectra, tmp_path / "predictions.csv", figure_dir=tmp_path / "figures")
+    names = sorted(path.name for path in (tmp_path / "figures").iterdir())
+    assert names == sorted(f"{name}.png" for name in READABLE)
+    height, width, _ = matplotlib.image.imread(tmp_path / "figures" / names[0]).shape
+    assert (height, width) == (round((0.6 + 3.4) * 100), 1000)  # one model: one row of panels

@@ -48,21 +48,18 @@ def spectrum_files(folder: str | Path, exclude: Iterable[str | Path] = ()) -> li
 
 def expand_spectrum_arguments(
     arguments: Iterable[str | Path], exclude: Iterable[str | Path] = ()
-) -> tuple[list[str], bool]:
-    """The spectrum references the command line names, and whether any argument was a folder.
-
-    A folder becomes its :func:`spectrum_files`; a file or ``"project.prj:LABEL"`` stays as it
-    is. A reference named twice (a file given alone and inside its folder) is kept once, first.
-    """
+) -> list[str]:
+    """The spectrum references the command line names: a folder becomes its
+    :func:`spectrum_files`; a file or ``"project.prj:LABEL"`` stays as it is. A reference named
+    twice (a file given alone and inside its folder) is kept once, first."""
     exclude = list(exclude)
-    references, any_folder = [], False
+    references = []
     for argument in arguments:
         if Path(argument).is_dir():
-            any_folder = True
             references += [str(path) for path in spectrum_files(argument, exclude)]
         else:
             references.append(str(argument))
-    return list(dict.fromkeys(references)), any_folder
+    return list(dict.fromkeys(references))
 
 
 def project_groups(reference: str | Path) -> list[str]:

@@ -8,8 +8,9 @@ empty model when no model could read the file), and one logged warning; the othe
 predicted and written as :func:`~xasflow.inference.run.predict_files` writes them. The caller
 turns any refusal into a non-zero exit code, so that a batch with refusals is noticed.
 
-Without a batch the run is strict: the first refusal raises, before anything is written, as
-``predict_files`` does.
+``predict_files`` stays the strict form (named files: the first refusal ends the run before
+anything is written); both share reading (:func:`~xasflow.inference.run.read_normalized`), the
+tables and the figures.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from xasflow.inference.run import (
     truths_by_stem,
     write_predictions,
 )
+from xasflow.inference.spectrum_figures import model_readings, write_spectrum_figures
 from xasflow.models.data import measured_input
 
 logger = logging.getLogger(__name__)
@@ -71,36 +73,28 @@ def refused_table_path(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.stem + "_refused.csv")
 
 
-class _Refusals:
-    """Collects refusals (a batch) or raises the first (strict)."""
-
-    def __init__(self, keep_going: bool):
-        self.keep_going = keep_going
-        self.items: list[Refusal] = []
-
-    def add(self, file: str | Path, model: str, error: UserError) -> None:
-        if not self.keep_going:
-            raise error
-        refusal = Refusal.of(file, model, error)
-        self.items.append(refusal)
-        by_model = f" for model {model}" if model else ""
-        logger.warning("refused %s%s: %s", refusal.file, by_model, refusal.reason)
+def _refuse(refusals: list[Refusal], file: str | Path, model: str, error: UserError) -> None:
+    refusal = Refusal.of(file, model, error)
+    refusals.append(refusal)
+    by_model = f" for model {model}" if model else ""
+    logger.warning("refused %s%s: %s", refusal.file, by_model, refusal.reason)
 
 
-def read_batch(references: Sequence[str | Path], refusals: _Refusals) -> list:
-    """Every spectrum the references name, normalized (:func:`~xasflow.inference.run.read_normalized`).
+def read_batch(references: Sequence[str | Path], refusals: list[Refusal]) -> list:
+    """Every spectrum the references name that can be read, normalized
+    (:func:`~xasflow.inference.run.read_normalized`); the others are appended to ``refusals``.
 
-    A whole Athena project that cannot be read because of one group is read group by group, so
-    that only the bad groups are refused.
+    A whole Athena project refused because of one group (``read_spectra`` refuses half a project)
+    is read again group by group, so that only its bad groups are refused.
     """
     spectra = []
     for reference in references:
         try:
             spectra += read_normalized(reference)
         except SpectrumReadError as error:
-            groups = project_groups(reference) if refusals.keep_going else []
+            groups = project_groups(reference)
             if len(groups) < 2:
-                refusals.add(reference, "", error)
+                _refuse(refusals, reference, "", error)
                 continue
             spectra += read_batch(groups, refusals)
     return spectra
@@ -111,32 +105,26 @@ def predict_batch(
     references: Sequence[str | Path],
     out_path: str | Path,
     *,
-    keep_going: bool = True,
     truth_paths: Sequence[str | Path] = (),
     rdf_path: str | Path | None = None,
     refused_path: str | Path | None = None,
     figure_dir: str | Path | None = None,
 ) -> BatchResult:
-    """Predict every spectrum ``references`` name (files, projects, ``<project>:<label>``) with
-    every checkpoint, as :func:`~xasflow.inference.run.predict_files` does.
-
-    With ``keep_going`` (a batch) a refused spectrum is recorded (module docstring) and the refused
-    table written to ``refused_path`` (default :func:`refused_table_path`), header only when
-    nothing was refused; without, the first refusal raises before anything is written. With
-    ``figure_dir``, one figure per predicted spectrum
-    (:mod:`xasflow.inference.spectrum_figures`). A damaged checkpoint always raises
-    ``CheckpointError``: it is no property of a spectrum.
+    """Predict every spectrum ``references`` name (files, projects, ``<project>:<label>``) that
+    can be read with every checkpoint that can read it, and write what
+    :func:`~xasflow.inference.run.predict_files` writes, plus the refused table at
+    ``refused_path`` (default :func:`refused_table_path`; header only when nothing was refused).
+    With ``figure_dir``, one figure per predicted spectrum
+    (:mod:`xasflow.inference.spectrum_figures`). A damaged checkpoint still raises
+    ``CheckpointError`` before anything is written: it is no property of a spectrum.
     """
-    from xasflow.inference.spectrum_figures import model_reading, write_spectrum_figures
-
-    refusals = _Refusals(keep_going)
+    refusals: list[Refusal] = []
     spectra = read_batch(references, refusals)
     predictors = [load_predictor(checkpoint) for checkpoint in checkpoints]
-    names = model_names(list(checkpoints))
     truths = truths_by_stem(list(truth_paths))
     rows, rdf_rows = [], []
-    readings = {id(spectrum): (str(spectrum.path), []) for spectrum in spectra}  # per spectrum read
-    for predictor, model_name in zip(predictors, names, strict=True):
+    readings = {id(spectrum): [] for spectrum in spectra}  # per spectrum, one per model that read it
+    for predictor, model_name in zip(predictors, model_names(list(checkpoints)), strict=True):
         accepted, inputs = _model_inputs(predictor, model_name, spectra, refusals)
         accepted, inputs, predictions = _predict(predictor, model_name, accepted, inputs, refusals)
         if not accepted:
@@ -145,17 +133,20 @@ def predict_batch(
         rows += model_rows
         rdf_rows += model_rdf_rows
         if figure_dir is not None:
-            for index, spectrum in enumerate(accepted):
-                reading = model_reading(predictor, model_name, inputs[index], predictions, index)
-                readings[id(spectrum)][1].append(reading)
+            for spectrum, reading in zip(
+                accepted, model_readings(predictor, model_name, inputs, predictions), strict=True
+            ):
+                readings[id(spectrum)].append(reading)
     write_predictions(predictors, rows, rdf_rows, out_path, rdf_path)
-    if keep_going:
-        write_refusals(refusals.items, refused_path or refused_table_path(out_path))
-    figures = write_spectrum_figures(figure_dir, list(readings.values())) if figure_dir is not None else []
-    return BatchResult(rows=rows, refusals=refusals.items, figures=figures)
+    write_refusals(refusals, refused_path or refused_table_path(out_path))
+    figures = []
+    if figure_dir is not None:
+        labelled = [(str(spectrum.path), readings[id(spectrum)]) for spectrum in spectra]
+        figures = write_spectrum_figures(figure_dir, labelled)
+    return BatchResult(rows=rows, refusals=refusals, figures=figures)
 
 
-def _model_inputs(predictor, model_name: str, spectra: list, refusals: _Refusals) -> tuple[list, np.ndarray]:
+def _model_inputs(predictor, model_name: str, spectra: list, refusals: list[Refusal]):
     """The spectra the model can read and their model inputs (n, n_input); the others refused."""
     accepted, inputs = [], []
     for spectrum in spectra:
@@ -163,29 +154,28 @@ def _model_inputs(predictor, model_name: str, spectra: list, refusals: _Refusals
             check_compatible(spectrum, predictor.model.model_card, predictor.energy, model_name)
             inputs.append(measured_input(spectrum, predictor.model.params, predictor.energy))
         except UserError as error:
-            refusals.add(spectrum.path, model_name, error)
+            _refuse(refusals, spectrum.path, model_name, error)
             continue
         accepted.append(spectrum)
     return accepted, np.array(inputs).reshape(len(accepted), predictor.energy.size)
 
 
-def _predict(predictor, model_name: str, spectra: list, inputs: np.ndarray, refusals: _Refusals):
-    """The model's predictions of ``inputs``; in a batch, a spectrum whose input or prediction is
-    not a number is refused and the others predicted again without it."""
+def _predict(predictor, model_name: str, spectra: list, inputs: np.ndarray, refusals: list[Refusal]):
+    """The model's predictions of ``inputs``; a spectrum whose input or prediction is not a
+    number is refused and the others predicted without it."""
     if not spectra:
         return spectra, inputs, {}
     names = [str(spectrum.path) for spectrum in spectra]
     try:
         return spectra, inputs, predictor.predict(inputs, names=names)
     except PredictionError:
-        if not refusals.keep_going:
-            raise
+        pass  # find which: one at a time
     kept = []
     for index, spectrum in enumerate(spectra):
         try:
             predictor.predict(inputs[index : index + 1], names=[names[index]])
         except PredictionError as error:
-            refusals.add(spectrum.path, model_name, error)
+            _refuse(refusals, spectrum.path, model_name, error)
             continue
         kept.append(index)
     spectra, inputs = [spectra[index] for index in kept], inputs[kept]

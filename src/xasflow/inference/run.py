@@ -73,6 +73,7 @@ def predict_files(
     out_path: str | Path,
     truth_paths: list[str | Path] = (),
     rdf_path: str | Path | None = None,
+    figure_dir: str | Path | None = None,
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
@@ -91,9 +92,11 @@ def predict_files(
     ``CheckpointError`` for a damaged model, ``IncompatibleSpectrumError`` for a spectrum of
     another element or edge than a model's card, or one that does not cover its energy grid
     (:func:`~xasflow.inference.compatibility.check_compatible`), and ``PredictionError`` for a
-    prediction that is not a number, all before anything is written.
+    prediction that is not a number, all before anything is written. With ``figure_dir``, also
+    one figure per spectrum there (:mod:`xasflow.inference.spectrum_figures`).
     """
     from xasflow.inference.predict import load_predictor
+    from xasflow.inference.spectrum_figures import model_readings, write_spectrum_figures
 
     normalized = [spectrum for path in spectrum_paths for spectrum in read_normalized(path)]
     truths = truths_by_stem(list(truth_paths))
@@ -104,6 +107,7 @@ def predict_files(
         for spectrum in normalized:
             check_compatible(spectrum, predictor.model.model_card, predictor.energy, model_name)
     rows, rdf_rows = [], []
+    readings = [[] for _ in normalized]  # per spectrum, one per model, for the figures
     for predictor, model_name in zip(predictors, names, strict=True):
         params = predictor.model.params
         inputs = np.array([measured_input(spectrum, params, predictor.energy) for spectrum in normalized])
@@ -111,7 +115,16 @@ def predict_files(
         model_rows, model_rdf_rows = prediction_tables(predictor, model_name, normalized, predictions, truths)
         rows += model_rows
         rdf_rows += model_rdf_rows
+        if figure_dir is not None:
+            for found, reading in zip(
+                readings, model_readings(predictor, model_name, inputs, predictions), strict=True
+            ):
+                found.append(reading)
     write_predictions(predictors, rows, rdf_rows, out_path, rdf_path)
+    if figure_dir is not None:
+        write_spectrum_figures(
+            figure_dir, [(str(item.path), found) for item, found in zip(normalized, readings, strict=True)]
+        )
     return rows
 
 

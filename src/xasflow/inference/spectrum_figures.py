@@ -141,6 +141,14 @@ def model_reading(
     )
 
 
+def model_readings(predictor, model_name: str, inputs: np.ndarray, predictions: dict) -> list[ModelReading]:
+    """A :func:`model_reading` per row of ``inputs`` (n, n_input) and of its ``predictions``."""
+    return [
+        model_reading(predictor, model_name, model_input, predictions, index)
+        for index, model_input in enumerate(np.asarray(inputs))
+    ]
+
+
 def figure_names(labels: Sequence[str]) -> list[str]:
     """A PNG file name per spectrum label, safe on any file system and unique (case-insensitively):
     the file's name (``cu_metal_rt.xdi`` -> ``cu_metal_rt.xdi.png``; a project group
