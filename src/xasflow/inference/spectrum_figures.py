@@ -21,6 +21,7 @@ or site a reference was: the checkpoint stores the arrays only.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from matplotlib.figure import Figure
 from xasflow.experiment.readers import split_group_selection
 from xasflow.fileio import atomic_path
 from xasflow.models.ood import nearest_references
+
+logger = logging.getLogger(__name__)
 
 #: How many nearest training inputs each figure shows.
 NEAREST_COUNT = 3
@@ -177,6 +180,7 @@ def write_spectrum_figures(
     paths = [folder / name for name in figure_names([label for label, _ in spectra])]
     for (label, readings), path in zip(spectra, paths, strict=True):
         plot_spectrum_figure(label, readings, path)
+    logger.info("wrote %d spectrum figures to %s", len(paths), folder)
     return paths
 
 
