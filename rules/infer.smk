@@ -49,6 +49,14 @@ rule predict:
             subcategory="all spectra and models",
             labels={"figure": "predicted g(r) (table)"},
         ),
+        spectrum_figures=report(
+            directory(f"{RESULTS}/inference/spectra"),
+            patterns=["{spectrum}.png"],
+            caption="../workflow/report/spectrum_figures.rst",
+            category="Predictions",
+            subcategory="per spectrum",
+            labels={"spectrum": "{spectrum}"},
+        ),
     log:
         f"{RESULTS}/logs/predict.log",
     params:
@@ -63,7 +71,8 @@ rule predict:
         "../envs/xasflow.yaml"
     shell:
         "xasflow predict {params.spectra:q} {params.checkpoints:q} {params.truths:q} "
-        "--out {output.predictions:q} --rdf-out {output.rdf:q} --figure {output.figure:q} > {log:q} 2>&1"
+        "--out {output.predictions:q} --rdf-out {output.rdf:q} --figure {output.figure:q} "
+        "--spectrum-figures {output.spectrum_figures:q} > {log:q} 2>&1"
 
 
 # Only with a `deconvolution` section in the config: the surface spectra of simulated particles

@@ -4,7 +4,8 @@ Configuration reaches a subcommand either as ``--config FILE`` (validated in ful
 Snakemake rules, as ``--config-json`` holding only the already validated sections the step needs
 (so that Snakemake reruns a step exactly when those sections change).
 
-Errors a user can cause print one line on stderr and exit with code 2.
+Errors a user can cause print one line on stderr and exit with code 2. `xasflow predict` over a
+folder (or with --keep-going) exits with code 1 when it refused some spectra and predicted the rest.
 """
 
 from __future__ import annotations
@@ -294,6 +295,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from xasflow.inference.run import predict_files
 
     preparation = Preparation.from_options(args.calibrate_reference, args.reference_foil, args.merge)
+    if args.keep_going or any(Path(path).is_dir() for path in args.spectra):
+        if preparation != Preparation():
+            raise UserError(
+                "--calibrate-reference, --reference-foil and --merge apply to named files, not to a batch "
+                "(a folder or --keep-going): name the files of one sample"
+            )
+        return _predict_batch(args)
     predict_files(
         args.checkpoint,
         args.spectra,
@@ -301,11 +309,46 @@ def cmd_predict(args: argparse.Namespace) -> int:
         truth_paths=args.truth or [],
         rdf_path=args.rdf_out,
         preparation=preparation,
+        figure_dir=args.spectrum_figures,
     )
     if args.figure:
         from xasflow.inference.figures import plot_predictions
 
         plot_predictions(args.out, args.figure)
+    return 0
+
+
+def _predict_batch(args: argparse.Namespace) -> int:
+    """`xasflow predict` over folders (or with --keep-going): refused spectra are listed in
+    <out stem>_refused.csv and make the exit code 1."""
+    from xasflow.experiment.folders import expand_spectrum_arguments
+    from xasflow.inference.batch import predict_batch, refused_table_path
+    from xasflow.inference.run import rdf_table_path
+
+    refused = refused_table_path(args.out)
+    written = [args.out, args.rdf_out or rdf_table_path(args.out), refused, args.figure]
+    references = expand_spectrum_arguments(args.spectra, exclude=[path for path in written if path])
+    result = predict_batch(
+        args.checkpoint,
+        references,
+        args.out,
+        truth_paths=args.truth or [],
+        rdf_path=args.rdf_out,
+        figure_dir=args.spectrum_figures,
+    )
+    if args.figure:
+        from xasflow.inference.figures import plot_predictions
+
+        plot_predictions(args.out, args.figure)
+    if result.refusals:
+        logger.error(
+            "%d predictions written to %s; %d refused, listed in %s (exit code 1)",
+            len(result.rows),
+            args.out,
+            len(result.refusals),
+            refused,
+        )
+        return 1
     return 0
 
 
@@ -663,7 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "spectra",
         nargs="+",
-        help="spectrum files; an Athena project (x.prj) gives one row per group, 'x.prj:LABEL' one group",
+        help="spectrum files; an Athena project (x.prj) gives one row per group, 'x.prj:LABEL' one group; "
+        "a FOLDER stands for its spectrum files (.xdi .xmu .mu .dat .txt .csv .prj, not in subfolders) and "
+        "makes a batch: refused files are listed in <out stem>_refused.csv, the others predicted, exit "
+        "code 1 if any was refused",
     )
     predict.add_argument("--checkpoint", required=True, action="append", help="model checkpoint (repeatable)")
     predict.add_argument("--out", required=True, help="CSV of predictions")
@@ -691,6 +737,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--merge",
         action="store_true",
         help="average all given spectra (repeated scans of one sample) into one, after calibration",
+    )
+    predict.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="refuse unreadable or incompatible spectra into <out stem>_refused.csv and predict the rest, "
+        "exit code 1 if any was refused (the default when a FOLDER is given)",
+    )
+    predict.add_argument(
+        "--spectrum-figures",
+        metavar="DIR",
+        help="one PNG per spectrum in DIR: the model's input beside its 3 nearest training inputs, "
+        "the predicted g(r) with 68/90 %% bands (or the number targets)",
     )
     predict.set_defaults(handler=cmd_predict)
     _add_deconvolve(commands)

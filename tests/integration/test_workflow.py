@@ -422,15 +422,18 @@ def test_report_is_one_self_contained_page_with_the_study_figures(tiny_run, tiny
     } | {
         f"results/inference/{name}" for name in ("predictions.png", "predictions.csv", "predictions_rdf.csv")
     }
+    spectrum_figures = {"np_deca_55.dat.png"}  # one per predicted spectrum (`--spectrum-figures`)
     if (tiny_run / "results/fidelity").exists():  # with the shared data: the Cu foil reference
         expected |= {"results/fidelity/fidelity.csv", "results/fidelity/cu_foil/overlay.png"}
+        spectrum_figures |= {"cu_metal_rt.xdi.png", "cu_10k.xmu.png"}
+    expected |= {f"results/inference/spectra/{name}" for name in spectrum_figures}
     assert set(results) == expected
     for path, record in results.items():
         embedded = base64.b64decode(record["data_uri"].split("base64,", 1)[1])
         assert embedded == (tiny_run / path).read_bytes(), path
         assert record["caption"].strip(), path
     images = [path for path, record in results.items() if record["mime_type"] == "image/png"]
-    assert len(images) == 7 + ("results/fidelity/cu_foil/overlay.png" in expected)
+    assert len(images) == 7 + len(spectrum_figures) + ("results/fidelity/cu_foil/overlay.png" in expected)
     categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html, re.DOTALL).group(1))
     assert set(categories["Models"]) == {"cnn", "mlp"}
     assert "results/models/cnn/parity.png" in categories["Models"]["cnn"]

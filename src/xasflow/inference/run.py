@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xasflow.experiment import read_spectra
+from xasflow.experiment import NormalizedSpectrum, read_spectra
 from xasflow.experiment.alignment import normalize_xanes
 from xasflow.experiment.calibration import (
     PREPARATION_COLUMNS,
@@ -37,7 +37,7 @@ def target_columns(name: str) -> tuple[str, ...]:
     return (f"predicted_{name}", f"{name}_spread", *bounds, f"true_{name}")
 
 
-def _truth_by_stem(truth_paths: list[str | Path]) -> dict[str, dict]:
+def truths_by_stem(truth_paths: list[str | Path]) -> dict[str, dict]:
     """Truth JSONs named ``NAME.truth.json`` belong to the spectrum file with stem ``NAME``."""
     truths = {}
     for path in truth_paths:
@@ -81,6 +81,7 @@ def predict_files(
     truth_paths: list[str | Path] = (),
     rdf_path: str | Path | None = None,
     preparation: Preparation | None = None,
+    figure_dir: str | Path | None = None,
 ) -> list[dict]:
     """Read, normalize (Larch ``pre_edge``), regrid and predict every spectrum with every model.
 
@@ -103,15 +104,14 @@ def predict_files(
     ``IncompatibleSpectrumError`` for a spectrum of
     another element or edge than a model's card, or one that does not cover its energy grid
     (:func:`~xasflow.inference.compatibility.check_compatible`), and ``PredictionError`` for a
-    prediction that is not a number, all before anything is written.
+    prediction that is not a number, all before anything is written. With ``figure_dir``, also
+    one figure per spectrum there (:mod:`xasflow.inference.spectrum_figures`).
     """
     from xasflow.inference.predict import load_predictor
+    from xasflow.inference.spectrum_figures import model_readings, write_spectrum_figures
 
-    spectra = [spectrum for path in spectrum_paths for spectrum in read_spectra(path)]
-    spectra = prepare_spectra(spectra, preparation)
-    # the same normalization and energy reference as the simulated training spectra
-    normalized = [normalize_xanes(spectrum) for spectrum in spectra]
-    truths = _truth_by_stem(list(truth_paths))
+    normalized, prepared = _read_prepared(spectrum_paths, preparation)
+    truths = truths_by_stem(list(truth_paths))
     predictors = [load_predictor(checkpoint) for checkpoint in checkpoints]
     names = model_names(checkpoints)
     # every pair is checked before the first prediction: a refused file leaves no partial output
@@ -119,21 +119,74 @@ def predict_files(
         for spectrum in normalized:
             check_compatible(spectrum, predictor.model.model_card, predictor.energy, model_name)
     rows, rdf_rows = [], []
+    readings = [[] for _ in normalized]  # per spectrum, one per model, for the figures
     for predictor, model_name in zip(predictors, names, strict=True):
         params = predictor.model.params
         inputs = np.array([measured_input(spectrum, params, predictor.energy) for spectrum in normalized])
         predictions = predictor.predict(inputs, names=[str(spectrum.path) for spectrum in normalized])
-        for index, spectrum in enumerate(normalized):
-            truth = truths.get(Path(spectrum.path).stem)
-            row, rdf_table = _prediction_rows(spectrum, model_name, predictor, predictions, index, truth)
-            row.update(preparation_columns(spectra[index], spectrum.edge_step))
-            rows.append(row)
-            rdf_rows.extend(rdf_table)
-            _log_prediction(spectrum.path, model_name, predictor, predictions, index)
+        model_rows, model_rdf_rows = prediction_tables(predictor, model_name, normalized, predictions, truths)
+        for row, columns in zip(model_rows, prepared, strict=True):
+            row.update(columns)
+        rows += model_rows
+        rdf_rows += model_rdf_rows
+        if figure_dir is not None:
+            for found, reading in zip(
+                readings, model_readings(predictor, model_name, inputs, predictions), strict=True
+            ):
+                found.append(reading)
+    write_predictions(predictors, rows, rdf_rows, out_path, rdf_path)
+    if figure_dir is not None:
+        write_spectrum_figures(
+            figure_dir, [(str(item.path), found) for item, found in zip(normalized, readings, strict=True)]
+        )
+    return rows
+
+
+def _read_prepared(
+    spectrum_paths: list[str | Path], preparation: Preparation | None
+) -> tuple[list[NormalizedSpectrum], list[dict[str, str]]]:
+    """Every named spectrum read, calibrated and/or merged (``preparation``), then normalized as
+    the simulated training spectra were; with each its predictions.csv preparation columns."""
+    spectra = [spectrum for path in spectrum_paths for spectrum in read_spectra(path)]
+    spectra = prepare_spectra(spectra, preparation)
+    normalized = [normalize_xanes(spectrum) for spectrum in spectra]
+    prepared = [
+        preparation_columns(raw, item.edge_step) for raw, item in zip(spectra, normalized, strict=True)
+    ]
+    return normalized, prepared
+
+
+def read_normalized(path: str | Path) -> list[NormalizedSpectrum]:
+    """Every spectrum ``path`` names (:func:`~xasflow.experiment.readers.read_spectra`), normalized
+    as the simulated training spectra were (Larch ``pre_edge``, edge-level E0). Raises
+    ``SpectrumReadError`` naming the file (or group) that cannot be read or normalized."""
+    return [normalize_xanes(spectrum) for spectrum in read_spectra(path)]
+
+
+def prediction_tables(
+    predictor, model_name: str, spectra: list, predictions: dict, truths: dict[str, dict]
+) -> tuple[list[dict], list[dict]]:
+    """The predictions.csv rows and g(r) table rows of ``spectra`` (normalized, in the order of
+    ``predictions``, which :meth:`~xasflow.inference.predict.Predictor.predict` made from them)
+    with one model; ``truths`` as :func:`truths_by_stem`. Logs each prediction."""
+    rows, rdf_rows = [], []
+    for index, spectrum in enumerate(spectra):
+        truth = truths.get(Path(spectrum.path).stem)
+        row, rdf_table = _prediction_rows(spectrum, model_name, predictor, predictions, index, truth)
+        rows.append(row)
+        rdf_rows.extend(rdf_table)
+        _log_prediction(spectrum.path, model_name, predictor, predictions, index)
+    return rows, rdf_rows
+
+
+def write_predictions(
+    predictors: list, rows: list[dict], rdf_rows: list[dict], out_path: str | Path, rdf_path=None
+) -> None:
+    """Write ``out_path`` (predictions.csv: the columns of every model's number targets) and the
+    g(r) table (``rdf_path``, default :func:`rdf_table_path`)."""
     _write_csv(Path(out_path), _columns(predictors), rows)
     rdf_path = rdf_path or rdf_table_path(out_path)
-    _write_csv(rdf_path, tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
-    return rows
+    _write_csv(Path(rdf_path), tuple(rdf_rows[0]) if rdf_rows else (), rdf_rows)
 
 
 def _columns(predictors) -> tuple[str, ...]:

@@ -65,6 +65,11 @@ class Normalization:
         """(n, n_energy) normalized mu -> (n, n_energy) float32 network input."""
         return ((np.asarray(mu, dtype=np.float64) - self.mu_mean) / self.mu_std).astype(np.float32)
 
+    def unstandardize_mu(self, standardized: np.ndarray) -> np.ndarray:
+        """(n, n_energy) network input -> (n, n_energy) float64 normalized mu (or k-weighted chi),
+        the inverse of :meth:`standardize_mu` up to its float32 rounding."""
+        return np.asarray(standardized, dtype=np.float64) * self.mu_std + self.mu_mean
+
     def encode_targets(self, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Physical target values -> float32 network targets (see ``TargetScale.encode``)."""
         return {name: scale.encode(targets[name]) for name, scale in self.targets.items()}

@@ -53,6 +53,19 @@ def nearest_distance(references: np.ndarray, queries: np.ndarray, chunk: int = 2
     return distances
 
 
+def nearest_references(
+    references: np.ndarray, query: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` references (m, n) nearest to one ``query`` (n,), nearest first, in the sense
+    of :func:`nearest_distance`: their row indices (count,) and distances (count,). The first
+    distance is :func:`nearest_distance` of the query; ties keep the reference order."""
+    references = np.asarray(references, dtype=np.float64)
+    query = np.asarray(query, dtype=np.float64).reshape(-1)
+    distances = np.abs(references - query[None, :]).max(axis=1)
+    order = np.argsort(distances, kind="stable")[: max(int(count), 0)]
+    return order, distances[order]
+
+
 def distance_threshold(
     references: np.ndarray, validation: np.ndarray, measured_reference: np.ndarray | None = None
 ) -> float:
