@@ -160,6 +160,9 @@ def main() -> None:
                     widths[method, level].append(high - low)
                     if level == LEVELS[0]:
                         per_system[method].append(hit.mean())
+        if not hits[METHODS[0], LEVELS[0]]:
+            print(f"\n{target}: no per-spectrum residuals in the nested folds (a curve target?): skipped")
+            continue
         print(
             f"\n{target}: coverage % at {'/'.join(f'{100 * level:.0f}' for level in LEVELS)}, mean width, "
             "per-system 68 % coverage min-max"
