@@ -390,7 +390,11 @@ def _describe(denoiser: Denoiser | None, params: ImagingParams) -> str:
 def _create_store(path: Path, variables: Mapping, sizes: Mapping[str, int], tile_size: int, attributes: dict):
     """An empty map store: one array per entry of ``variables`` (name -> (dims, units,
     description)), shaped by ``sizes`` (dim -> length), chunked by tile over y and x and whole
-    over every other axis."""
+    over every other axis.
+
+    Chunks are stored uncompressed: zarr's default zstd halves the maps (float32, noisy; 101 MB
+    against 197 MB for 2048 x 2048 pixels, about an eighth of the stack's size) but took a third
+    of the map time (27 ms of compression per 256 x 256 tile, measured)."""
     import zarr
 
     group = zarr.open_group(path, mode="w", attributes=attributes)
@@ -403,6 +407,7 @@ def _create_store(path: Path, variables: Mapping, sizes: Mapping[str, int], tile
             chunks=tuple(max(chunk_sizes[dim], 1) for dim in dims),
             dtype="uint8" if name == "mask" else "float32",
             fill_value=0 if name == "mask" else np.nan,
+            compressors=None,
             dimension_names=dims,
             attributes={"units": units, "description": description},
         )
