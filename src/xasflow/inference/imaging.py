@@ -4,8 +4,10 @@ For every spatial tile (all energies of a block of pixels) the pixels are normal
 edge step (:mod:`.imaging_normalize`), pixels with too small an edge step are masked (empty
 areas), the spectra are optionally denoised, fitted with non-negative fractions of the reference
 spectra and their uncertainties (:mod:`.imaging_fit`), and the half-step edge energy is found.
-The maps are written into a zarr store as each tile finishes, so memory is bounded by a few
-tiles whatever the image size.
+Without a denoiser the normalized spectra are never formed: the normalization is folded into
+the fit's linear operators (:mod:`.imaging_rawfit`; the same maps to float32 rounding, for about
+a third of the arithmetic). The maps are written into a zarr store as each tile finishes, so memory is bounded
+by a few tiles whatever the image size.
 
 Denoising: ``"none"``, ``"pca"`` (spectral PCA fitted on a pixel sample of the whole stack), or
 ``"network"``: the self-supervised denoiser ``denoise_stack(spectra, energy, references,
