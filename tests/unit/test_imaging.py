@@ -6,6 +6,8 @@ fractions and Poisson counting noise (:mod:`xasflow.inference.imaging_synthetic`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -227,6 +229,81 @@ def test_tiled_maps_equal_untiled(fe, tmp_path):
         tiled = map_file(path, fe, tmp_path / "tiled", ImagingParams(tile_size=5, denoise=denoise, workers=2))
         for name in ("fraction", "fraction_std", "edge_energy", "edge_step", "mask", "residual_rms"):
             np.testing.assert_allclose(tiled[name].values, whole[name].values, rtol=1e-6, atol=1e-9)
+
+
+def _straightforward_maps(stack, references, normalization, params):
+    """The maps computed pixel by pixel in float64: normalization, mask, scipy NNLS, fractions and
+    their uncertainties written out as matrices, half-step energy."""
+    energy = FE_STACK_ENERGY
+    normalizer = TileNormalizer(energy, normalization)
+    mu = stack.reshape(len(energy), -1).T.astype(float)
+    normalized = normalizer(mu)
+    mask = (normalized.edge_step >= params.min_edge_step) & (
+        normalized.edge_step >= params.min_step_snr * normalized.step_noise
+    )
+    k, n_pixels = len(references), len(mu)
+    maps = {name: np.full(n_pixels, np.nan) for name in ("weight_sum", "residual_rms", "edge_energy")}
+    maps |= {"fraction": np.full((k, n_pixels), np.nan), "fraction_std": np.full((k, n_pixels), np.nan)}
+    covariance_unit = np.linalg.inv(references @ references.T)
+    for pixel in np.flatnonzero(mask):
+        spectrum = normalized.norm[pixel]
+        weights, residual_norm = nnls(references.T, spectrum)
+        total = weights.sum()
+        fractions = weights / total
+        jacobian = (np.eye(k) - np.outer(fractions, np.ones(k))) / total
+        variance = residual_norm**2 / (len(energy) - k)
+        maps["fraction"][:, pixel] = fractions
+        maps["fraction_std"][:, pixel] = np.sqrt(
+            np.diag(jacobian @ (variance * covariance_unit) @ jacobian.T)
+        )
+        maps["weight_sum"][pixel] = total
+        maps["residual_rms"][pixel] = residual_norm / np.sqrt(len(energy))
+        searched = np.maximum.accumulate(
+            spectrum[normalizer.pre_points.stop : normalizer.post_points.start + 1]
+        )
+        above = int(np.argmax(searched >= 0.5))
+        low = normalizer.pre_points.stop + above - 1
+        if searched[above] >= 0.5 and above > 0:  # else not found: NaN
+            maps["edge_energy"][pixel] = np.interp(
+                0.5, searched[above - 1 : above + 1], energy[low : low + 2]
+            )
+    return maps | {"edge_step": normalized.edge_step, "mask": mask}
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+@pytest.mark.parametrize("dose", [None, 1e5, 1e3])
+def test_maps_equal_a_straightforward_float64_computation(fe, tmp_path, flatten, dose):
+    # the map path folds the normalization into the fit's operators and works in float32
+    # (RawTileFit); pixel by pixel in float64 the maps agree to float32 rounding, as amplified by
+    # the references' conditioning (measured: fractions 3e-4, as before the folding)
+    references, names, normalization = fe
+    normalization = replace(normalization, flatten=flatten)
+    stack, truth = synthetic_stack(references, names, normalization, image_shape=(24, 20), dose=dose, seed=8)
+    params = ImagingParams(tile_size=16)
+    maps = map_file(
+        write_stack(tmp_path / "s.zarr", truth.energy, stack),
+        (references, names, normalization),
+        tmp_path / "out",
+        params,
+    )
+    expected = _straightforward_maps(stack, references, normalization, params)
+    mask = maps["mask"].values.astype(bool).ravel()
+    np.testing.assert_array_equal(mask, expected["mask"])
+    assert mask.sum() > 100
+    if dose is not None:  # with noise, weights held at 0 occur
+        assert (expected["fraction"][:, mask] == 0).any()
+    tolerances = {
+        "fraction": (0, 1e-3),
+        # noise-free, float32 rounding is the residual (1e-5 in both paths): absolute floors
+        "fraction_std": (1e-3, 1e-4),
+        "weight_sum": (1e-4, 0),
+        "residual_rms": (1e-3, 3e-5),
+        "edge_energy": (0, 1e-2),
+        "edge_step": (1e-4, 1e-6),
+    }
+    for name, (rtol, atol) in tolerances.items():
+        found = maps[name].values.reshape(*expected[name].shape[:-1], -1)
+        np.testing.assert_allclose(found, expected[name], rtol=rtol, atol=atol, err_msg=name)
 
 
 def _rmse_by_dose(fe, tmp_path, doses, denoise, seed=6):

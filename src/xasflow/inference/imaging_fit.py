@@ -13,8 +13,9 @@ alone), so :class:`ReferenceFit` solves all pixels of a tile together. With few 
 is the unconstrained least-squares fit on S, and every feasible (all >= 0) such fit is a feasible
 point of the NNLS problem, so the optimum is the feasible subset fit of smallest residual.
 With the Gram matrix G = A^T A and b = A^T y computed once per pixel, each of the 2^k - 1 subset
-fits costs |S|^2 operations per pixel and its residual is ||y||^2 - w_S . b_S. This is written
-here because scipy has no batched NNLS; the tests check it against ``scipy.optimize.nnls``.
+fits costs |S|^2 operations per pixel and its residual is ||y||^2 - w_S . b_S. Pixels whose
+unconstrained fit G^-1 b is already >= 0 (that fit is the optimum) skip the enumeration. This is
+written here because scipy has no batched NNLS; the tests check it against ``scipy.optimize.nnls``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest number of references solved by exact subset enumeration (2^k - 1 subsets).
 MAX_ENUMERATED_REFERENCES = 10
+#: Subset weights held at once in the enumeration (float64 values: 32 MB).
+ENUMERATION_VALUES = 4_000_000
 #: References whose Gram matrix is worse conditioned than this are refused (near duplicates).
 MAX_REFERENCE_CONDITION = 1e8
 
@@ -90,12 +93,106 @@ class ReferenceFit:
             )
         self.gram_inverse = np.linalg.inv(self.gram)
         self.degrees_of_freedom = n_energy - n_references
-        self._subsets = []
+        # every subset's least-squares weights at once, pixels as columns: rows number * k + i of
+        # subset_solve @ b are subset number's weights w_S = G_S^-1 b_S (0 outside the subset)
+        subsets = []
         if n_references <= MAX_ENUMERATED_REFERENCES:
             for size in range(1, n_references + 1):
-                for subset in itertools.combinations(range(n_references), size):
-                    indices = np.array(subset)
-                    self._subsets.append((indices, np.linalg.inv(self.gram[np.ix_(indices, indices)])))
+                subsets += [np.array(subset) for subset in itertools.combinations(range(n_references), size)]
+        self._subset_solve = np.zeros((len(subsets) * n_references, n_references))
+        for number, indices in enumerate(subsets):
+            rows = number * n_references + indices
+            self._subset_solve[np.ix_(rows, indices)] = np.linalg.inv(self.gram[np.ix_(indices, indices)])
+        self._n_subsets = len(subsets)
+        self._drop_one_solve = self._drop_one_operators() if subsets and n_references > 1 else None
+
+    def _drop_one_operators(self) -> np.ndarray:
+        """Rows j * k + i: the weights w^(j) of the fit without reference j (0 at j); rows k * k + j:
+        the gradient (b - G w^(j))_j of that fit at the dropped reference; both linear in b."""
+        n_references = len(self.gram)
+        solves = np.zeros((n_references, n_references, n_references))
+        gradients = np.eye(n_references)
+        for dropped in range(n_references):
+            kept = np.delete(np.arange(n_references), dropped)
+            solves[dropped][np.ix_(kept, kept)] = np.linalg.inv(self.gram[np.ix_(kept, kept)])
+            gradients[dropped] -= self.gram[dropped] @ solves[dropped]
+        return np.vstack([solves.reshape(-1, n_references), gradients])
+
+    @property
+    def enumerated(self) -> bool:
+        """True when NNLS is solved by subset enumeration (k <= MAX_ENUMERATED_REFERENCES), which
+        needs only the projections b = A^T y of each spectrum, not the spectrum itself."""
+        return self._n_subsets > 0
+
+    def weights(self, projections: np.ndarray) -> np.ndarray:
+        """NNLS weights (n, k), float64, from the projections b = A^T y (n, k) of n spectra.
+        Needs :attr:`enumerated`."""
+        columns = np.ascontiguousarray(np.asarray(projections, dtype=float).T)
+        return self.column_weights(columns).T
+
+    def column_weights(self, projections: np.ndarray) -> np.ndarray:
+        """NNLS weights (k, n), float64, from projections (k, n): one spectrum per column.
+
+        Where the unconstrained least-squares weights ``G^-1 b`` are all >= 0 they are the NNLS
+        optimum (no weights fit better). Of the others, most (81 % on the synthetic Fe stacks)
+        have their optimum on k - 1 references: a fit without reference j that is >= 0 and whose
+        gradient at j points to negative w_j meets the Karush-Kuhn-Tucker conditions, which only
+        the optimum meets (G is positive definite). The rest go through the enumeration.
+        Needs :attr:`enumerated`."""
+        weights = self.gram_inverse @ projections
+        infeasible = np.flatnonzero(weights.min(axis=0, initial=0.0) < 0)
+        if infeasible.size and self._drop_one_solve is not None:
+            found, solved = self._drop_one_weights(projections[:, infeasible])
+            weights[:, infeasible] = found
+            infeasible = infeasible[~solved]
+        if infeasible.size:
+            weights[:, infeasible] = self._enumerated_weights(projections[:, infeasible])
+        return weights
+
+    def _drop_one_weights(self, projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(weights (k, n), solved (n,)): the fit without one reference where it is the NNLS
+        optimum (KKT: its weights >= 0, its gradient at the dropped reference <= 0)."""
+        n_references = len(projections)
+        solved_by = self._drop_one_solve @ projections
+        weights = np.zeros_like(projections)
+        solved = np.zeros(projections.shape[1], dtype=bool)
+        for dropped in range(n_references):
+            candidate = solved_by[dropped * n_references : (dropped + 1) * n_references]
+            optimal = solved_by[n_references * n_references + dropped] <= 0
+            for index in range(n_references):
+                if index != dropped:
+                    optimal &= candidate[index] >= 0
+            optimal &= ~solved
+            weights[:, optimal] = candidate[:, optimal]
+            solved |= optimal
+        return weights, solved
+
+    def _enumerated_weights(self, projections: np.ndarray) -> np.ndarray:
+        """NNLS weights (k, n) by enumeration: the feasible subset fit of largest w . b (none
+        with w . b > 0: all weights 0), for projections (k, n), in chunks of bounded memory.
+        Subsets and references are short loops over rows of (subset, pixel) arrays: numpy
+        reduces slowly over short axes."""
+        n_references, n_pixels = projections.shape
+        weights = np.zeros_like(projections)
+        chunk = max(1, ENUMERATION_VALUES // len(self._subset_solve))
+        for start in range(0, n_pixels, chunk):
+            pixels = slice(start, start + chunk)
+            candidates = self._subset_solve @ projections[:, pixels]  # (subset * k + i, pixel)
+            by_subset = candidates.reshape(self._n_subsets, n_references, -1)
+            value = by_subset[:, 0] * projections[0, pixels]  # w_S . b_S per subset and pixel
+            lowest = by_subset[:, 0].copy()  # the smallest weight of each subset fit
+            for index in range(1, n_references):
+                value += by_subset[:, index] * projections[index, pixels]
+                np.minimum(lowest, by_subset[:, index], out=lowest)
+            value[lowest < 0] = 0.0  # infeasible: no better than w = 0
+            best = np.argmax(value, axis=0)  # the first of equals, as a strict > would keep
+            columns = np.arange(len(best))
+            chosen = value[best, columns] > 0
+            for index in range(n_references):
+                weights[index, pixels] = np.where(
+                    chosen, candidates[best * n_references + index, columns], 0.0
+                )
+        return weights
 
     def nnls(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """NNLS weights (n, k) and residual sums of squares (n,) of spectra shape (n, n_energy).
@@ -105,42 +202,34 @@ class ReferenceFit:
         spectra = np.asarray(spectra)
         spectra = spectra if spectra.dtype == np.float32 else spectra.astype(float)
         references = self.references.astype(spectra.dtype)
-        if not self._subsets:
+        if not self.enumerated:
             logger.warning("%d references: per-pixel scipy nnls (slow)", len(self.references))
             results = [nnls(self.references.T, spectrum) for spectrum in spectra]
             weights = np.array([weight for weight, _ in results]).reshape(len(spectra), -1)
             return weights, np.array([norm**2 for _, norm in results])
-        projections = (spectra @ references.T).astype(float)  # b = A^T y per pixel, shape (n, k)
-        best = np.zeros(len(spectra))  # w . b of the best feasible subset; 0 for w = 0
-        best_subset = np.full(len(spectra), -1)
-        for number, (indices, inverse) in enumerate(self._subsets):
-            chosen = projections[:, indices]
-            subset_weights = chosen @ inverse
-            value = np.einsum("ij,ij->i", subset_weights, chosen)
-            better = (value > best) & np.all(subset_weights >= 0, axis=1)
-            best = np.where(better, value, best)
-            best_subset[better] = number
-        weights = np.zeros_like(projections)
-        for number in np.unique(best_subset[best_subset >= 0]):
-            indices, inverse = self._subsets[number]
-            rows = np.flatnonzero(best_subset == number)
-            weights[rows[:, None], indices] = projections[rows[:, None], indices] @ inverse
+        weights = self.weights(spectra @ references.T)  # b = A^T y per pixel, shape (n, k)
         # the residual itself, not ||y||^2 - 2 w.b + w.G w, whose cancellation float32 would not survive
         residual = spectra - weights.astype(spectra.dtype) @ references
         return weights, np.einsum("ij,ij->i", residual, residual).astype(float)
 
     def fit(self, spectra: np.ndarray) -> FitResult:
-        """NNLS fit with fractions and their uncertainties.
-
-        The weight covariance is that of the unconstrained least-squares fit,
-        ``s^2 (A^T A)^-1`` with ``s^2 = RSS / (n_energy - k)`` from the NNLS residual (white noise
-        of unknown level assumed; conservative for weights held at 0). It is carried to the
-        fractions f = w / sum(w) with the Jacobian (I - f 1^T) / sum(w).
+        """NNLS fit with fractions and their uncertainties (:meth:`result`).
 
         Args:
             spectra: normalized spectra, shape (n, n_energy).
         """
         weights, rss = self.nnls(spectra)
+        return self.result(weights, rss)
+
+    def result(self, weights: np.ndarray, rss: np.ndarray) -> FitResult:
+        """Fractions and their uncertainties from NNLS weights (n, k) and residual sums of
+        squares (n,).
+
+        The weight covariance is that of the unconstrained least-squares fit,
+        ``s^2 (A^T A)^-1`` with ``s^2 = RSS / (n_energy - k)`` from the NNLS residual (white noise
+        of unknown level assumed; conservative for weights held at 0). It is carried to the
+        fractions f = w / sum(w) with the Jacobian (I - f 1^T) / sum(w).
+        """
         noise_variance = rss / self.degrees_of_freedom
         weight_sum = weights.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -155,7 +244,7 @@ class ReferenceFit:
             fraction_std = np.sqrt(np.clip(variance, 0, None)) / np.abs(weight_sum)[:, None]
         return FitResult(
             weights=weights,
-            residual_rms=np.sqrt(rss / spectra.shape[1]),
+            residual_rms=np.sqrt(rss / self.references.shape[1]),
             fractions=fractions,
             fraction_std=fraction_std,
             weight_sum=weight_sum,
