@@ -29,13 +29,12 @@ from xasflow.fileio import atomic_open
 from xasflow.inference.compatibility import check_compatible
 from xasflow.inference.predict import PredictionError, load_predictor
 from xasflow.inference.run import (
+    ModelPredictions,
     model_names,
-    prediction_tables,
     read_normalized,
     truths_by_stem,
-    write_predictions,
+    write_outputs,
 )
-from xasflow.inference.spectrum_figures import model_readings, write_spectrum_figures
 from xasflow.models.data import measured_input
 
 logger = logging.getLogger(__name__)
@@ -122,27 +121,14 @@ def predict_batch(
     spectra = read_batch(references, refusals)
     predictors = [load_predictor(checkpoint) for checkpoint in checkpoints]
     truths = truths_by_stem(list(truth_paths))
-    rows, rdf_rows = [], []
-    readings = {id(spectrum): [] for spectrum in spectra}  # per spectrum, one per model that read it
+    results = []
     for predictor, model_name in zip(predictors, model_names(list(checkpoints)), strict=True):
         accepted, inputs = _model_inputs(predictor, model_name, spectra, refusals)
         accepted, inputs, predictions = _predict(predictor, model_name, accepted, inputs, refusals)
-        if not accepted:
-            continue
-        model_rows, model_rdf_rows = prediction_tables(predictor, model_name, accepted, predictions, truths)
-        rows += model_rows
-        rdf_rows += model_rdf_rows
-        if figure_dir is not None:
-            for spectrum, reading in zip(
-                accepted, model_readings(predictor, model_name, inputs, predictions), strict=True
-            ):
-                readings[id(spectrum)].append(reading)
-    write_predictions(predictors, rows, rdf_rows, out_path, rdf_path)
+        if accepted:
+            results.append(ModelPredictions(predictor, model_name, accepted, inputs, predictions))
+    rows, figures = write_outputs(predictors, results, spectra, truths, out_path, rdf_path, figure_dir)
     write_refusals(refusals, refused_path or refused_table_path(out_path))
-    figures = []
-    if figure_dir is not None:
-        labelled = [(str(spectrum.path), readings[id(spectrum)]) for spectrum in spectra]
-        figures = write_spectrum_figures(figure_dir, labelled)
     return BatchResult(rows=rows, refusals=refusals, figures=figures)
 
 

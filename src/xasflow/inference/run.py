@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +110,6 @@ def predict_files(
     one figure per spectrum there (:mod:`xasflow.inference.spectrum_figures`).
     """
     from xasflow.inference.predict import load_predictor
-    from xasflow.inference.spectrum_figures import model_readings, write_spectrum_figures
 
     normalized, prepared = _read_prepared(spectrum_paths, preparation)
     truths = truths_by_stem(list(truth_paths))
@@ -118,27 +119,14 @@ def predict_files(
     for predictor, model_name in zip(predictors, names, strict=True):
         for spectrum in normalized:
             check_compatible(spectrum, predictor.model.model_card, predictor.energy, model_name)
-    rows, rdf_rows = [], []
-    readings = [[] for _ in normalized]  # per spectrum, one per model, for the figures
+    results = []
     for predictor, model_name in zip(predictors, names, strict=True):
         params = predictor.model.params
         inputs = np.array([measured_input(spectrum, params, predictor.energy) for spectrum in normalized])
         predictions = predictor.predict(inputs, names=[str(spectrum.path) for spectrum in normalized])
-        model_rows, model_rdf_rows = prediction_tables(predictor, model_name, normalized, predictions, truths)
-        for row, columns in zip(model_rows, prepared, strict=True):
-            row.update(columns)
-        rows += model_rows
-        rdf_rows += model_rdf_rows
-        if figure_dir is not None:
-            for found, reading in zip(
-                readings, model_readings(predictor, model_name, inputs, predictions), strict=True
-            ):
-                found.append(reading)
-    write_predictions(predictors, rows, rdf_rows, out_path, rdf_path)
-    if figure_dir is not None:
-        write_spectrum_figures(
-            figure_dir, [(str(item.path), found) for item, found in zip(normalized, readings, strict=True)]
-        )
+        results.append(ModelPredictions(predictor, model_name, normalized, inputs, predictions))
+    columns = {id(spectrum): extra for spectrum, extra in zip(normalized, prepared, strict=True)}
+    rows, _ = write_outputs(predictors, results, normalized, truths, out_path, rdf_path, figure_dir, columns)
     return rows
 
 
@@ -177,6 +165,56 @@ def prediction_tables(
         rdf_rows.extend(rdf_table)
         _log_prediction(spectrum.path, model_name, predictor, predictions, index)
     return rows, rdf_rows
+
+
+@dataclass(frozen=True, eq=False)
+class ModelPredictions:
+    """One model's predictions of the spectra it read: ``spectra`` (normalized) in the order of
+    ``inputs`` (n, n_input) and of ``predictions`` (:meth:`~xasflow.inference.predict.Predictor.predict`)."""
+
+    predictor: Any
+    name: str
+    spectra: list[NormalizedSpectrum]
+    inputs: np.ndarray
+    predictions: dict
+
+
+def write_outputs(
+    predictors: list,
+    results: list[ModelPredictions],
+    spectra: list[NormalizedSpectrum],
+    truths: dict[str, dict],
+    out_path: str | Path,
+    rdf_path: str | Path | None = None,
+    figure_dir: str | Path | None = None,
+    columns: dict[int, dict[str, str]] | None = None,
+) -> tuple[list[dict], list[Path]]:
+    """Write predictions.csv and the g(r) table (:func:`write_predictions`, columns of every one of
+    ``predictors``) from ``results``, and with ``figure_dir`` one figure per spectrum of
+    ``spectra`` that a model read. ``columns`` adds fixed columns to the rows of a spectrum (by
+    ``id``). Returns the rows and the figure paths."""
+    from xasflow.inference.spectrum_figures import model_readings, write_spectrum_figures
+
+    rows, rdf_rows = [], []
+    readings = {id(spectrum): [] for spectrum in spectra}  # per spectrum, one per model that read it
+    for result in results:
+        model_rows, model_rdf_rows = prediction_tables(
+            result.predictor, result.name, result.spectra, result.predictions, truths
+        )
+        for row, spectrum in zip(model_rows, result.spectra, strict=True):
+            row.update((columns or {}).get(id(spectrum), {}))
+        rows += model_rows
+        rdf_rows += model_rdf_rows
+        if figure_dir is not None:
+            found = model_readings(result.predictor, result.name, result.inputs, result.predictions)
+            for spectrum, reading in zip(result.spectra, found, strict=True):
+                readings[id(spectrum)].append(reading)
+    write_predictions(predictors, rows, rdf_rows, out_path, rdf_path)
+    figures = []
+    if figure_dir is not None:
+        labelled = [(str(item.path), readings[id(item)]) for item in spectra]
+        figures = write_spectrum_figures(figure_dir, labelled)
+    return rows, figures
 
 
 def write_predictions(
