@@ -28,7 +28,7 @@ systems' scores smaller, but the nested calibration folds also train on one syst
 the model they calibrate. With the score normalized by the ensemble spread (used until
 2026-11), the nested coverage at 68 / 90 % was 67.5 / 92.1 % against 67.5 / 89.6 % with the
 shortcut (Al-Cu MLP), and 60.5 / 87.0 % against 67.9 / 90.1 % (Pt-Cu MLP); the plain score now
-used is argued at :data:`CROSS_SYSTEM_NORMALIZED`. Report the nested numbers where the cost
+used is argued at :data:`NORMALIZED_SCORE`. Report the nested numbers where the cost
 allows.
 
 Outputs in ``out_dir``: ``folds/<system>/`` (each fold's full training output), ``crossval.csv``
@@ -54,6 +54,7 @@ from xasflow.models.augment import AugmentationParams
 from xasflow.models.conformal import (
     CURVE_LEVELS,
     LEVELS,
+    NORMALIZED_SCORE,
     ConformalCalibration,
     coverage,
     fit_conformal,
@@ -72,16 +73,6 @@ RELIABILITY_PNG = "reliability.png"
 FOLDS_DIR = "folds"
 #: Metrics that are means over spectra, so that the pooled value is the count-weighted mean.
 POOLED_METRICS = ("mae", "accuracy", "brier")
-#: Cross-system intervals (``conformal: cross_system``) use the plain score |truth - prediction|,
-#: one width per target, not the score divided by the ensemble spread. Across systems the error
-#: is mostly the shift of a new system, which the members share, so their spread does not rank
-#: it: in the nested checks of the examples (``benchmarks/conformal_methods.py``) the plain score
-#: covered 66.0-70.0 % at 68 % and 89.3-93.2 % at 90 % (Pt-Cu Pt-Pt and Pt-Cu, SiOx valence,
-#: Al-Cu local Cu), with narrower 90 % intervals on all four, where the normalized one covered
-#: 60.5-67.5 % and 85.2-92.1 %. Spectra far from the training set are caught by the
-#: out-of-distribution flag, not by a wider interval. Split conformal on one validation system
-#: keeps the normalized score (there the spread does rank spectra of one shift).
-CROSS_SYSTEM_NORMALIZED = False
 
 
 def fold_params(
@@ -315,7 +306,7 @@ def development_calibration(
         if len(truth) < 2:
             logger.warning("target %s: fewer than 2 out-of-system values, no calibrated intervals", name)
             continue
-        conformal[name] = fit_conformal(truth, prediction, spread, LEVELS, normalized=CROSS_SYSTEM_NORMALIZED)
+        conformal[name] = fit_conformal(truth, prediction, spread, LEVELS, normalized=NORMALIZED_SCORE)
         sets[name] = (truth, prediction, spread)
         logger.info(
             "target %s: cross-system multipliers %s from %d out-of-system predictions of %d systems",
@@ -439,7 +430,7 @@ def _summary(
                 ),
                 # the score conformal: cross_system uses, and the normalized one beside it
                 "cross_system": cross_system_coverage(
-                    system, truth, prediction, spread, normalized=CROSS_SYSTEM_NORMALIZED
+                    system, truth, prediction, spread, normalized=NORMALIZED_SCORE
                 ),
                 "cross_system_normalized": cross_system_coverage(
                     system, truth, prediction, spread, normalized=True
@@ -488,7 +479,7 @@ def _write_outputs(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, 
             continue
         system, truth, prediction, spread = entry.arrays()
         report = cross_system_coverage(
-            system, truth, prediction, spread, levels=CURVE_LEVELS, normalized=CROSS_SYSTEM_NORMALIZED
+            system, truth, prediction, spread, levels=CURVE_LEVELS, normalized=NORMALIZED_SCORE
         )
         curves[name] = (
             np.array(CURVE_LEVELS),

@@ -19,6 +19,7 @@ import numpy as np
 from xasflow.models.baselines import MIN_TRAIN, compare_baselines, comparison_table, winners
 from xasflow.models.conformal import (
     LEVELS,
+    NORMALIZED_SCORE,
     ConformalCalibration,
     binary_reliability,
     coverage_curve,
@@ -69,7 +70,7 @@ def fit_calibration(
             predicted[spec.name][keep],
             predicted[f"{spec.name}_spread"][keep],
             levels=LEVELS,
-            normalized=True,
+            normalized=NORMALIZED_SCORE,
         )
     return calibration
 
