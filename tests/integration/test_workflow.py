@@ -474,3 +474,61 @@ def test_report_shows_the_parity_plot_in_a_headless_browser(tiny_run, tiny_repor
     pixels = matplotlib.image.imread(screenshot)[:, 700:, :3]
     dark = (pixels.mean(axis=2) < 0.5).mean()
     assert dark > 0.004, f"{screenshot}: the figure area is blank"
+
+
+def test_imaging_models_map_the_trained_checkpoint_as_predict_reads_the_foil(
+    tiny_run, tmp_path, run_snakemake, shared_data
+):
+    """`imaging.models` through the workflow: a stack whose sample pixels are the measured Cu
+    foil maps the study's trained MLP; only the imaging job runs (the model is reused), and each
+    foil pixel gets the CN, the 90 % interval and the out-of-distribution flag that `xasflow
+    predict` gave the foil file itself."""
+    from xasflow.experiment.readers import read_spectrum
+    from xasflow.inference.imaging import open_maps
+    from xasflow.inference.imaging_io import write_stack
+
+    experimental = shared_data / "experimental"
+    foil = read_spectrum(experimental / "cu_metal_rt.xdi")
+    # rows 0-1 empty (masked), rows 2-5 the foil as measured, on its own energy grid from 8790 eV
+    # (where the second reference, cu_10k.xmu, starts; the pre-edge line is fitted well above)
+    kept = foil.energy >= 8790.0
+    mu = np.zeros((int(kept.sum()), 6, 5), dtype=np.float32)
+    mu[:, 2:, :] = foil.mu[kept, None, None]
+    stack = write_stack(tmp_path / "foil_stack.zarr", foil.energy[kept], mu, chunk=4)
+    config = yaml.safe_load((tiny_run / "study.yaml").read_text())
+    config["imaging"] = {
+        "references": {
+            "foil_rt": str(experimental / "cu_metal_rt.xdi"),
+            "foil_10k": str(experimental / "cu_10k.xmu"),
+        },
+        "stacks": {"foils": {"path": str(stack)}},
+        "denoise": "none",
+        "tile": 8,
+        "models": ["mlp"],
+    }
+    study = tmp_path / "imaging.yaml"
+    study.write_text(yaml.safe_dump(config))
+    result = run_snakemake(tiny_run, study, "results/imaging/stacks/foils/imaging.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout + result.stderr)
+    assert counts.get("image_stack") == 1 and "train" not in counts
+
+    maps = open_maps(tiny_run / "results/imaging/stacks/foils/maps.zarr")
+    labels = [quantity["label"] for quantity in maps.attrs["model_quantities"]]
+    cn_index = labels.index("mlp:coordination_number")
+    mapped = maps["mask"].values.astype(bool)
+    assert mapped[2:].all() and not mapped[:2].any()
+    with open(tiny_run / "results/inference/predictions.csv") as handle:
+        (row,) = [
+            row
+            for row in csv.DictReader(handle)
+            if row["model"] == "mlp" and row["spectrum"].endswith("cu_metal_rt.xdi")
+        ]
+    cn = maps["model_prediction"][0, cn_index].values[2:]
+    np.testing.assert_allclose(cn, float(row["predicted_coordination_number"]), atol=0.01)
+    width = maps["model_interval_90"][0, cn_index].values[2:]
+    expected_width = float(row["coordination_number_high_90"]) - float(row["coordination_number_low_90"])
+    np.testing.assert_allclose(width, expected_width, rtol=0.01)
+    flag = maps["model_out_of_distribution"][0, 0].values[2:]  # axis 1: the model
+    assert np.all(flag == (1.0 if row["out_of_distribution"] == "true" else 0.0))
+    assert np.isnan(maps["model_prediction"][0, cn_index].values[:2]).all()
