@@ -289,8 +289,10 @@ class _TileMapper:
         block = self.stack.read_tile(tile)
         mu = block.reshape(block.shape[0], -1)  # (n_energy, n_pixels)
         if denoiser is None and self.raw_fit is not None:
-            raw = self.raw_fit.maps(mu, self.params.min_edge_step, self.params.min_step_snr)
-            return raw.fit, raw.edge_energy, raw.edge_step, raw.mask, self.raw_inputs(mu, raw.mask)
+            edge = self.raw_fit.edge(mu)
+            mask = self.mapped(edge.edge_step, edge.step_noise)
+            result, edge_energy = self.raw_fit.fit(mu, edge, mask)
+            return result, edge_energy, edge.edge_step, mask, self.raw_inputs(mu, mask)
         normalized = self.normalizer(mu.T)
         mask = self.mapped(normalized.edge_step, normalized.step_noise)
         spectra, model_inputs = normalized.norm[mask], self.raw_inputs(mu, mask)
