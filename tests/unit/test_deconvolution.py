@@ -436,3 +436,26 @@ def test_held_out_reads_a_trained_particle_with_the_fold_that_left_it_out(checkp
     assert case_models({"mlp": model}, {"mlp": predictor}, trained, held_out=True)["mlp"] is not predictor
     assert case_models({"mlp": model}, {"mlp": predictor}, tested, held_out=True)["mlp"] is predictor
     assert case_models({"mlp": model}, {"mlp": predictor}, trained, held_out=False)["mlp"] is predictor
+
+
+def test_draws_the_model_cannot_read_are_dropped_and_counted(study, checkpoint_path, caplog):
+    """A Monte Carlo draw whose data stop short of the model's energy grid (its edge moved, or
+    its data end early) is left out of the spread and logged; the readable ones are read exactly
+    as model_inputs reads them."""
+    from xasflow.inference.deconvolution import EdgeSpectrum
+    from xasflow.inference.deconvolution_run import model_inputs, readable_draw_inputs
+    from xasflow.inference.predict import load_predictor
+
+    predictor = load_predictor(checkpoint_path)
+    dataset = open_dataset(study["dataset"])
+    energy = dataset["energy"].values  # eV relative to E0 (8979 eV for every spectrum here)
+    mu = dataset["mu"].values[0]
+    readable = EdgeSpectrum("draw 0", energy, mu, np.zeros_like(mu), 8979.0)
+    short = energy <= predictor.energy.max() - 3.0  # the grid now reaches 3 eV past the data
+    cut = EdgeSpectrum("draw 1", energy[short], mu[short], np.zeros(short.sum()), 8979.0)
+    with caplog.at_level("WARNING"):
+        inputs = readable_draw_inputs(predictor, [readable, cut, readable], "particle")
+    assert inputs.shape[0] == 2
+    np.testing.assert_array_equal(inputs[0], model_inputs(predictor, [readable])[0])
+    assert "particle: 1 of 3 Monte Carlo draws reach beyond the model's energy grid" in caplog.text
+    assert readable_draw_inputs(predictor, [cut], "particle").shape[0] == 0

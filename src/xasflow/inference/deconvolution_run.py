@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from xasflow.dataset.schema import open_dataset
+from xasflow.errors import SpectrumReadError
 from xasflow.experiment.fidelity import CalibrationTransform
 from xasflow.fileio import atomic_open, atomic_path, atomic_write_text
 from xasflow.inference.compatibility import check_compatible
@@ -182,6 +183,28 @@ def model_inputs(predictor: Predictor, spectra: Sequence[EdgeSpectrum]) -> np.nd
     return np.array([measured_input(spectrum.normalized(), params, predictor.energy) for spectrum in spectra])
 
 
+def readable_draw_inputs(predictor: Predictor, draws: Sequence[EdgeSpectrum], name: str) -> np.ndarray:
+    """(n_readable, n_input) what ``predictor`` reads of the Monte Carlo draws of particle
+    ``name``. A draw whose edge crossing moved so far that the model's energy grid leaves its data
+    (by more than the reader's 1 eV) is dropped, counted and logged, as draws without an edge are;
+    the ``mc_draws`` column says how many were used."""
+    params = predictor.model.params
+    inputs = []
+    for draw in draws:
+        try:
+            inputs.append(measured_input(draw.normalized(), params, predictor.energy))
+        except SpectrumReadError:
+            continue
+    if len(inputs) < len(draws):
+        logger.warning(
+            "%s: %d of %d Monte Carlo draws reach beyond the model's energy grid and were dropped",
+            name,
+            len(draws) - len(inputs),
+            len(draws),
+        )
+    return np.array(inputs) if inputs else np.empty((0, 0))
+
+
 def _value(predictions: Mapping, key: str, index: int) -> float:
     return float(predictions[key][index]) if key in predictions else float("nan")
 
@@ -211,7 +234,8 @@ def predict_case(
     if case.true_surface is not None:
         spectra["true_surface"] = case.true_surface
     predictions = predictor.predict(model_inputs(predictor, list(spectra.values())), names=list(spectra))
-    drawn = predictor.predict(model_inputs(predictor, draws)) if draws else None
+    readable = readable_draw_inputs(predictor, draws, case.name)
+    drawn = predictor.predict(readable) if len(readable) else None
     split = model_split(predictor, case.name) if case.true_surface is not None else ""
     rows = []
     for spec in predictor.model.params.targets:
