@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from xasflow.cli import _train_inputs
-from xasflow.models.conformal import LEVELS
+from xasflow.models.conformal import LEVELS, coverage
 from xasflow.models.train import split_predictions, train_model
 
 BANDS = {0.68: (0.65, 0.71), 0.90: (0.87, 0.93)}
@@ -40,13 +40,12 @@ def coverage_table(arrays, predicted: dict[str, np.ndarray], target: str) -> dic
     for level in LEVELS:
         percent = round(100 * level)
         low, high = predicted[f"{target}_low_{percent}"], predicted[f"{target}_high_{percent}"]
-        inside = (low <= truth) & (truth <= high)
-        pooled = float(inside[keep].mean())
+        pooled = coverage(truth[keep], low[keep], high[keep])
         width = float(np.mean(high[keep] - low[keep]))
-        per_system = {
-            str(system): float(inside[keep & (arrays.system == system)].mean())
-            for system in sorted(set(arrays.system[keep]))
-        }
+        per_system = {}
+        for system in sorted(set(arrays.system[keep])):
+            rows = keep & (arrays.system == system)
+            per_system[str(system)] = coverage(truth[rows], low[rows], high[rows])
         band = BANDS.get(round(level, 2))
         record["levels"][str(percent)] = {
             "coverage": pooled,

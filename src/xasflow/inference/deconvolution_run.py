@@ -188,11 +188,10 @@ def readable_draw_inputs(predictor: Predictor, draws: Sequence[EdgeSpectrum], na
     ``name``. A draw whose edge crossing moved so far that the model's energy grid leaves its data
     (by more than the reader's 1 eV) is dropped, counted and logged, as draws without an edge are;
     the ``mc_draws`` column says how many were used."""
-    params = predictor.model.params
     inputs = []
     for draw in draws:
         try:
-            inputs.append(measured_input(draw.normalized(), params, predictor.energy))
+            inputs.append(model_inputs(predictor, [draw])[0])
         except SpectrumReadError:
             continue
     if len(inputs) < len(draws):
